@@ -1,0 +1,172 @@
+//! What goes into the core and what comes out of it.
+
+use std::time::Duration;
+
+use cairn_model::{
+    AgentId, AgentInfo, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy, Offer, OfferId, Role,
+    StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
+};
+
+/// A connection (an agent's session stream, or a framework's event stream),
+/// numbered by the server. The core addresses outputs to connections, so a
+/// message meant for a replaced connection never reaches the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// A task an agent reports when it (re-)registers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedTask {
+    pub framework_id: FrameworkId,
+    pub task: TaskInfo,
+    pub state: TaskState,
+}
+
+/// One task of a LAUNCH operation. The server converts what it can; a task
+/// whose description could be read but not fully converted still reaches the
+/// core, so that it is answered with TASK_ERROR naming the problem.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LaunchRequest {
+    Task(TaskInfo),
+    Malformed { task_id: TaskId, reason: String },
+}
+
+/// A framework's call, already decoded and checked for shape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Accept {
+        offer_ids: Vec<OfferId>,
+        launches: Vec<LaunchRequest>,
+        refuse: Duration,
+    },
+    Decline {
+        offer_ids: Vec<OfferId>,
+        refuse: Duration,
+    },
+    /// Empty `roles`: all of the framework's roles.
+    Revive {
+        roles: Vec<Role>,
+    },
+    /// Empty `roles`: all of the framework's roles.
+    Suppress {
+        roles: Vec<Role>,
+    },
+    Kill {
+        task_id: TaskId,
+        agent_id: Option<AgentId>,
+        kill_policy: Option<KillPolicy>,
+    },
+    /// Empty: every non-terminal task of the framework (implicit).
+    Reconcile {
+        tasks: Vec<(TaskId, Option<AgentId>)>,
+    },
+    Acknowledge {
+        agent_id: AgentId,
+        task_id: TaskId,
+        uuid: StatusUuid,
+    },
+    Teardown,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// First message of an agent's session. `agent_id` is set when the agent
+    /// was registered before (with this or an earlier master).
+    AgentRegister {
+        conn: ConnId,
+        agent_id: Option<AgentId>,
+        info: AgentInfo,
+        tasks: Vec<ReportedTask>,
+        frameworks: Vec<FrameworkInfo>,
+    },
+    AgentHeartbeat {
+        conn: ConnId,
+    },
+    AgentStatusUpdate {
+        conn: ConnId,
+        framework_id: FrameworkId,
+        status: TaskStatus,
+    },
+    /// The agent's session stream ended.
+    AgentDisconnected {
+        conn: ConnId,
+    },
+    Subscribe {
+        conn: ConnId,
+        info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    },
+    /// The framework's event stream ended.
+    FrameworkDisconnected {
+        conn: ConnId,
+    },
+    Call {
+        framework_id: FrameworkId,
+        stream_id: String,
+        call: Call,
+    },
+}
+
+/// An event on a framework's stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Subscribed {
+        framework_id: FrameworkId,
+        stream_id: String,
+        heartbeat_interval: Duration,
+    },
+    Offers(Vec<Offer>),
+    Rescind(OfferId),
+    Update(TaskStatus),
+    /// An agent was lost (`executor_id` none), or an executor exited.
+    Failure {
+        agent_id: AgentId,
+        executor_id: Option<ExecutorId>,
+        status: Option<i32>,
+    },
+    Error(String),
+    Heartbeat,
+}
+
+/// A message to an agent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentCommand {
+    Registered {
+        agent_id: AgentId,
+        heartbeat_interval: Duration,
+    },
+    RunTask {
+        framework: FrameworkInfo,
+        task: TaskInfo,
+    },
+    KillTask {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        kill_policy: Option<KillPolicy>,
+    },
+    Acknowledge {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        uuid: StatusUuid,
+    },
+    /// Kill every task of the framework and forget it.
+    ShutdownFramework { framework_id: FrameworkId },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    ToFramework {
+        conn: ConnId,
+        framework_id: FrameworkId,
+        event: Event,
+    },
+    /// End a framework's stream (replaced by a newer subscription, torn down,
+    /// or refused).
+    CloseFramework { conn: ConnId, reason: String },
+    ToAgent {
+        conn: ConnId,
+        agent_id: AgentId,
+        command: AgentCommand,
+    },
+    /// End an agent's session (replaced, or the agent was removed).
+    CloseAgent { conn: ConnId, reason: String },
+}

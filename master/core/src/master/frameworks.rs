@@ -1,0 +1,246 @@
+//! Frameworks: subscription, disconnection, failover timeout, removal.
+
+use std::collections::BTreeSet;
+
+use cairn_model::{AgentId, FrameworkId, FrameworkInfo, Reason, Role, TaskState, TaskStatus, Time};
+
+use super::{CompletedFramework, Framework, FrameworkConn, Master, uuid_string};
+use crate::offer::OfferEvent;
+use crate::{AgentCommand, ConnId, Event, Output};
+
+impl Master {
+    pub(super) fn subscribe(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        mut info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    ) {
+        let id = match info.id.clone() {
+            Some(id) if self.is_removed_framework(&id) => {
+                self.outputs.push_back(Output::ToFramework {
+                    conn,
+                    framework_id: id.clone(),
+                    event: Event::Error(format!("Framework {id} has been removed")),
+                });
+                self.outputs.push_back(Output::CloseFramework {
+                    conn,
+                    reason: format!("framework {id} has been removed"),
+                });
+                return;
+            }
+            Some(id) => id,
+            None => {
+                self.next_framework += 1;
+                FrameworkId::new(format!("{}-{:04}", self.master_id, self.next_framework))
+            }
+        };
+        info.id = Some(id.clone());
+        let stream_id = uuid_string(&mut self.rng);
+
+        if self.frameworks.contains_key(&id) {
+            self.resubscribe(now, conn, &id, info, stream_id.clone());
+        } else {
+            // New, or known to an earlier master: either way it starts here.
+            self.allocator.add_framework(&id, &info.roles, &[]);
+            self.frameworks.insert(
+                id.clone(),
+                Framework {
+                    id: id.clone(),
+                    info,
+                    conn: FrameworkConn::Connected {
+                        conn,
+                        stream_id: stream_id.clone(),
+                    },
+                    registered_at: now,
+                    reregistered_at: None,
+                    tasks: Default::default(),
+                    unreachable_tasks: Default::default(),
+                    completed: Default::default(),
+                    offers: Default::default(),
+                },
+            );
+            self.counters.frameworks_subscribed += 1;
+        }
+        self.framework_conns.insert(conn, id.clone());
+        self.allocator.set_framework_active(&id, true);
+        if !suppressed_roles.is_empty() {
+            self.allocator.suppress(&id, &suppressed_roles);
+        }
+        self.send_framework(
+            &id,
+            Event::Subscribed {
+                framework_id: id.clone(),
+                stream_id,
+                heartbeat_interval: self.config.framework_heartbeat_interval,
+            },
+        );
+        // Clients detect a live stream from the first heartbeat.
+        self.send_framework(&id, Event::Heartbeat);
+        self.allocate_soon(now, None);
+    }
+
+    fn resubscribe(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        id: &FrameworkId,
+        info: FrameworkInfo,
+        stream_id: String,
+    ) {
+        let Some(framework) = self.frameworks.get(id) else {
+            return;
+        };
+        let old = framework.conn.clone();
+        match old {
+            FrameworkConn::Connected { conn: old_conn, .. } => {
+                self.framework_conns.remove(&old_conn);
+                self.outputs.push_back(Output::CloseFramework {
+                    conn: old_conn,
+                    reason: "replaced by a newer subscription of the same framework".into(),
+                });
+            }
+            FrameworkConn::Disconnected { deadline, .. } => {
+                self.failover_deadlines.remove(&(deadline, id.clone()));
+            }
+        }
+        // Offers belong to a stream; the new stream gets fresh ones.
+        let offers: Vec<_> = framework.offers.iter().cloned().collect();
+        for offer_id in offers {
+            self.rescind_offer(now, &offer_id, OfferEvent::Rescind, false);
+        }
+        let roles = info.roles.clone();
+        if let Some(f) = self.frameworks.get_mut(id) {
+            f.info = info;
+            f.conn = FrameworkConn::Connected { conn, stream_id };
+            f.reregistered_at = Some(now);
+        }
+        self.allocator.update_framework_roles(id, &roles);
+        self.counters.frameworks_resubscribed += 1;
+    }
+
+    pub(super) fn framework_disconnected(&mut self, now: Time, conn: ConnId) {
+        let Some(id) = self.framework_conns.remove(&conn) else {
+            return;
+        };
+        let Some(framework) = self.frameworks.get(&id) else {
+            return;
+        };
+        if framework.conn() != Some(conn) {
+            return;
+        }
+        let timeout = framework.info.failover_timeout;
+        let offers: Vec<_> = framework.offers.iter().cloned().collect();
+        for offer_id in offers {
+            self.rescind_offer(now, &offer_id, OfferEvent::Rescind, false);
+        }
+        self.allocator.set_framework_active(&id, false);
+        if timeout.is_zero() {
+            self.remove_framework(now, &id, "disconnected with a failover timeout of 0");
+            return;
+        }
+        let deadline = now + timeout;
+        if let Some(f) = self.frameworks.get_mut(&id) {
+            f.conn = FrameworkConn::Disconnected {
+                since: now,
+                deadline,
+            };
+        }
+        self.failover_deadlines.insert((deadline, id));
+    }
+
+    pub(super) fn expire_failovers(&mut self, now: Time) {
+        while let Some((deadline, id)) = self.failover_deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.failover_deadlines.pop_first();
+            let still_away = self.frameworks.get(&id).is_some_and(|f| {
+                matches!(f.conn, FrameworkConn::Disconnected { deadline: d, .. } if d == deadline)
+            });
+            if still_away {
+                self.remove_framework(now, &id, "failover timeout elapsed");
+            }
+        }
+    }
+
+    /// Removes a framework: its stream closes, its offers end, its tasks are
+    /// killed on their agents and recorded KILLED, and it is remembered as
+    /// completed (so its id cannot subscribe again).
+    pub(super) fn remove_framework(&mut self, now: Time, id: &FrameworkId, why: &str) {
+        let Some(framework) = self.frameworks.get(id) else {
+            return;
+        };
+        if let Some(conn) = framework.conn() {
+            self.framework_conns.remove(&conn);
+            self.outputs.push_back(Output::CloseFramework {
+                conn,
+                reason: format!("framework removed: {why}"),
+            });
+        }
+        if let FrameworkConn::Disconnected { deadline, .. } = framework.conn {
+            self.failover_deadlines.remove(&(deadline, id.clone()));
+        }
+        let offers: Vec<_> = framework.offers.iter().cloned().collect();
+        let task_ids: Vec<_> = framework.tasks.keys().cloned().collect();
+        for offer_id in offers {
+            self.rescind_offer(now, &offer_id, OfferEvent::Rescind, false);
+        }
+        // Tell each agent with its tasks once; the agent kills them all.
+        let mut agents: BTreeSet<AgentId> = BTreeSet::new();
+        for task_id in task_ids {
+            let Some(task) = self.frameworks.get(id).and_then(|f| f.tasks.get(&task_id)) else {
+                continue;
+            };
+            agents.insert(task.info.agent_id.clone());
+            if !task.state.is_terminal() {
+                let status = TaskStatus::from_master(
+                    task_id.clone(),
+                    TaskState::Killed,
+                    Reason::FrameworkRemoved,
+                    format!("Framework {id} removed: {why}"),
+                    Some(task.info.agent_id.clone()),
+                    now,
+                );
+                self.apply_to_task(now, id, &task_id, &status);
+            }
+            self.complete_task(id, &task_id);
+        }
+        for agent_id in agents {
+            self.send_agent(
+                &agent_id,
+                AgentCommand::ShutdownFramework {
+                    framework_id: id.clone(),
+                },
+            );
+        }
+        self.allocator.remove_framework(id);
+        let Some(mut framework) = self.frameworks.remove(id) else {
+            return;
+        };
+        // Unreachable tasks hold no resources; they end with the framework.
+        for (_, mut task) in std::mem::take(&mut framework.unreachable_tasks) {
+            let status = TaskStatus::from_master(
+                task.info.task_id.clone(),
+                TaskState::Killed,
+                Reason::FrameworkRemoved,
+                format!("Framework {id} removed: {why}"),
+                Some(task.info.agent_id.clone()),
+                now,
+            );
+            let _ = task.apply(&status, self.config.max_statuses_per_task);
+            framework.completed.push_back(task);
+        }
+        self.counters.frameworks_removed += 1;
+        self.completed_frameworks.push_back(CompletedFramework {
+            id: id.clone(),
+            info: framework.info,
+            registered_at: framework.registered_at,
+            removed_at: now,
+            completed: framework.completed,
+        });
+        while self.completed_frameworks.len() > self.config.max_completed_frameworks {
+            self.completed_frameworks.pop_front();
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! Scenario tests of the master's core, driven without I/O.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use cairn_master_core::{
+    AgentCommand, Call, CallError, Event, Input, LaunchRequest, MasterConfig, ReportedTask,
+};
+use cairn_model::{Capability, FrameworkInfo, Reason, Role, TaskId, TaskState};
+use common::*;
+
+#[test]
+fn a_new_agent_is_offered_whole_to_a_subscribed_framework() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let ag = sim.agent("cpus:4;mem:4096;ports:[31000-31010]");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offers = sim.offers(&fw);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].agent_id, ag.id);
+    assert_eq!(
+        offers[0].resources,
+        res("cpus:4;mem:4096;ports:[31000-31010]")
+    );
+    sim.check();
+    // Outstanding offers hold their resources: nothing more is offered.
+    sim.advance(secs(3));
+    assert!(sim.offers(&fw).is_empty());
+}
+
+#[test]
+fn drf_brings_two_task_shapes_within_one_task_of_each_other() {
+    // The DRF paper's example: 9 cpus and 18 GB; A's tasks are <1 cpu, 4 GB>
+    // (memory-dominant), B's are <3 cpus, 1 GB> (cpu-dominant).
+    let mut sim = Sim::new(MasterConfig::default());
+    for _ in 0..3 {
+        sim.agent("cpus:3;mem:6144");
+    }
+    let a = sim.framework("a");
+    let b = sim.framework("b");
+    let shapes = [(&a, "cpus:1;mem:4096"), (&b, "cpus:3;mem:1024")];
+    let mut launched: BTreeMap<String, usize> = BTreeMap::new();
+    for _round in 0..40 {
+        sim.advance(secs(1));
+        for (fw, shape) in shapes {
+            for offer in sim.offers(fw) {
+                // One task per offer, the rest back to the pool, so the
+                // allocator's ordering decides who gets what.
+                if offer.resources.contains(&res(shape)) {
+                    let n = launched.entry(fw.id.to_string()).or_default();
+                    *n += 1;
+                    let t = task(&format!("{}-{n}", fw.id), &offer.agent_id, shape);
+                    sim.launch(fw, &offer, vec![t]);
+                } else {
+                    sim.decline(fw, &offer, secs(1));
+                }
+            }
+        }
+        sim.check();
+    }
+    let na = launched.get(&a.id.to_string()).copied().unwrap_or(0) as f64;
+    let nb = launched.get(&b.id.to_string()).copied().unwrap_or(0) as f64;
+    let share_a = na * 4096.0 / 18432.0;
+    let share_b = nb * 3.0 / 9.0;
+    let one_task = (4096.0_f64 / 18432.0).max(3.0 / 9.0);
+    assert!(na >= 1.0 && nb >= 1.0, "both ran tasks: a={na} b={nb}");
+    assert!(
+        (share_a - share_b).abs() <= one_task + 1e-9,
+        "dominant shares a={share_a:.3} ({na} tasks) b={share_b:.3} ({nb} tasks) differ by more than one task"
+    );
+}
+
+#[test]
+fn role_weights_divide_the_cluster_in_proportion() {
+    let heavy = Role::parse("r", "heavy").unwrap();
+    let light = Role::parse("r", "light").unwrap();
+    let mut config = MasterConfig::default();
+    config.role_weights.insert(heavy.clone(), 2.0);
+    let mut sim = Sim::new(config);
+    for _ in 0..30 {
+        sim.agent("cpus:1;mem:1024");
+    }
+    let mut fws = Vec::new();
+    for (name, role) in [("h", &heavy), ("l", &light)] {
+        let mut info = FrameworkInfo::new(name, "nobody");
+        info.roles = vec![role.clone()];
+        fws.push(sim.framework_with(info));
+    }
+    sim.advance(secs(1));
+    let mut got = Vec::new();
+    for fw in &fws {
+        let offers = sim.offers(fw);
+        got.push(offers.len());
+        for (i, o) in offers.iter().enumerate() {
+            let t = task(&format!("t{i}"), &o.agent_id, "cpus:1;mem:1024");
+            sim.launch(fw, o, vec![t]);
+        }
+    }
+    sim.check();
+    assert_eq!(got, vec![20, 10], "weight 2 vs 1 over 30 agents");
+}
+
+#[test]
+fn a_declined_offer_is_not_made_again_until_its_filter_expires() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let ag = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.decline(&fw, &offer, secs(10));
+    sim.check();
+    sim.advance(secs(9));
+    assert!(sim.offers(&fw).is_empty(), "filtered for 10 s");
+    sim.advance(secs(2));
+    let again = sim.offers(&fw);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].agent_id, ag.id);
+}
+
+#[test]
+fn a_filter_on_one_framework_leaves_the_agent_to_others() {
+    let mut sim = Sim::new(MasterConfig::default());
+    sim.agent("cpus:2;mem:1024");
+    let f1 = sim.framework("f1");
+    let f2 = sim.framework("f2");
+    sim.advance(secs(0));
+    let o1 = sim.offers(&f1);
+    let o2 = sim.offers(&f2);
+    let (holder, other, offer) = if o1.len() == 1 {
+        (&f1, &f2, o1[0].clone())
+    } else {
+        (&f2, &f1, o2[0].clone())
+    };
+    sim.decline(holder, &offer, secs(60));
+    sim.advance(secs(1));
+    assert_eq!(sim.offers(other).len(), 1);
+    assert!(sim.offers(holder).is_empty());
+}
+
+#[test]
+fn suppress_stops_offers_and_revive_resumes_them_and_clears_filters() {
+    let mut sim = Sim::new(MasterConfig::default());
+    sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.call(&fw, Call::Suppress { roles: vec![] }).unwrap();
+    sim.decline(&fw, &offer, secs(0));
+    sim.advance(secs(5));
+    assert!(sim.offers(&fw).is_empty(), "suppressed");
+    let snap = sim.master.snapshot();
+    assert_eq!(
+        snap.frameworks[0].suppressed_roles,
+        vec![Role::default_role()]
+    );
+    sim.call(&fw, Call::Revive { roles: vec![] }).unwrap();
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    // A long filter, then REVIVE: offered again at once.
+    sim.decline(&fw, &offer, secs(3600));
+    sim.advance(secs(2));
+    assert!(sim.offers(&fw).is_empty());
+    sim.call(&fw, Call::Revive { roles: vec![] }).unwrap();
+    sim.advance(secs(0));
+    assert_eq!(sim.offers(&fw).len(), 1);
+}
+
+#[test]
+fn a_hoarded_offer_is_rescinded_at_the_offer_timeout_and_offered_again() {
+    let config = MasterConfig {
+        offer_timeout: Some(secs(5)),
+        ..MasterConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.advance(secs(4));
+    assert!(
+        !sim.take_events(fw.conn)
+            .iter()
+            .any(|e| matches!(e, Event::Rescind(_)))
+    );
+    sim.advance(secs(1));
+    let events = sim.take_events(fw.conn);
+    assert!(
+        events.contains(&Event::Rescind(offer.id.clone())),
+        "{events:?}"
+    );
+    let reoffered: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Offers(o) => Some(o.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(reoffered.len(), 1);
+    assert_ne!(reoffered[0].id, offer.id);
+    // Accepting the rescinded offer now fails: its task is LOST, never run.
+    let t = task("late", &offer.agent_id, "cpus:1;mem:128");
+    sim.launch(&fw, &offer, vec![t]);
+    let u = sim.updates(&fw);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Lost);
+    assert_eq!(u[0].reason, Some(Reason::InvalidOffers));
+    sim.check();
+}
+
+#[test]
+fn a_silent_agent_loses_its_tasks_and_offers_after_the_ping_timeout() {
+    let config = MasterConfig {
+        agent_ping_timeout: secs(10),
+        ..MasterConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    let a = sim.agent("cpus:4;mem:4096");
+    let b = sim.agent("cpus:4;mem:4096");
+    let f1 = sim.framework("f1");
+    sim.advance(secs(0));
+    let offers = sim.offers(&f1);
+    let on_a = offers.iter().find(|o| o.agent_id == a.id).unwrap().clone();
+    let on_b = offers.iter().find(|o| o.agent_id == b.id).unwrap().clone();
+    sim.launch(&f1, &on_a, vec![task("t1", &a.id, "cpus:1;mem:128")]);
+    sim.report(&a, &f1.id, "t1", TaskState::Running);
+    let _ = sim.updates(&f1);
+    // b keeps heartbeating; a goes silent. f1 holds b's offer.
+    for _ in 0..12 {
+        sim.advance(secs(1));
+        sim.input(Input::AgentHeartbeat { conn: b.conn }).unwrap();
+    }
+    let events = sim.take_events(f1.conn);
+    let lost: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Update(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost.len(), 1, "{events:?}");
+    assert_eq!(lost[0].state, TaskState::Lost);
+    assert_eq!(lost[0].reason, Some(Reason::AgentRemoved));
+    assert_eq!(lost[0].task_id, TaskId::new("t1"));
+    assert!(lost[0].uuid.is_none(), "master-made updates carry no uuid");
+    assert!(events.contains(&Event::Failure {
+        agent_id: a.id.clone(),
+        executor_id: None,
+        status: None
+    }));
+    // b's offer survives; a is gone from the registry.
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.agents.len(), 1);
+    assert_eq!(snap.unreachable_agents.len(), 1);
+    assert_eq!(snap.unreachable_agents[0].id, a.id);
+    assert!(snap.frameworks[0].offers.iter().any(|o| o.id == on_b.id));
+    sim.check();
+}
+
+#[test]
+fn an_agent_offer_is_rescinded_when_the_agent_is_lost() {
+    let config = MasterConfig {
+        agent_ping_timeout: secs(10),
+        ..MasterConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    let a = sim.agent("cpus:4;mem:4096");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.advance(secs(11));
+    let events = sim.take_events(fw.conn);
+    assert!(
+        events.contains(&Event::Rescind(offer.id.clone())),
+        "{events:?}"
+    );
+    assert!(events.contains(&Event::Failure {
+        agent_id: a.id.clone(),
+        executor_id: None,
+        status: None
+    }));
+    sim.check();
+}
+
+#[test]
+fn a_partition_aware_framework_sees_unreachable_and_then_running_again() {
+    let config = MasterConfig {
+        agent_ping_timeout: secs(10),
+        ..MasterConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    let a = sim.agent("cpus:4;mem:4096");
+    let mut info = FrameworkInfo::new("pa", "nobody");
+    info.capabilities.insert(Capability::PartitionAware);
+    info.failover_timeout = secs(3600);
+    let fw = sim.framework_with(info);
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    let t = task("t1", &a.id, "cpus:1;mem:128");
+    sim.launch(&fw, &offer, vec![t.clone()]);
+    let uuid = sim.report(&a, &fw.id, "t1", TaskState::Running);
+    sim.ack(&fw, &a.id, "t1", uuid);
+    let _ = sim.updates(&fw);
+    sim.advance(secs(11));
+    let u = sim.updates(&fw);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Unreachable);
+    sim.check();
+    // The agent comes back with the task still running.
+    let a2 = sim.reregister(
+        &a,
+        "cpus:4;mem:4096",
+        vec![ReportedTask {
+            framework_id: fw.id.clone(),
+            task: t,
+            state: TaskState::Running,
+        }],
+    );
+    let u = sim.updates(&fw);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert_eq!(u[0].state, TaskState::Running);
+    assert_eq!(u[0].reason, Some(Reason::AgentReregistered));
+    assert!(
+        sim.take_agent(a2.conn)
+            .iter()
+            .all(|c| !matches!(c, AgentCommand::KillTask { .. }))
+    );
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.frameworks[0].tasks.len(), 1);
+    assert_eq!(snap.frameworks[0].tasks[0].state, TaskState::Running);
+    assert_eq!(snap.agents[0].used, res("cpus:1;mem:128"));
+    sim.check();
+}
+
+#[test]
+fn invalid_accepts_are_answered_with_task_error_or_lost_and_the_master_keeps_serving() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:2;mem:1024");
+    let b = sim.agent("cpus:2;mem:1024");
+    let f1 = sim.framework("f1");
+    let f2 = sim.framework("f2");
+    sim.advance(secs(0));
+    let o1 = sim.offers(&f1);
+    let o2 = sim.offers(&f2);
+    assert_eq!((o1.len(), o2.len()), (1, 1));
+    let (mine, theirs) = (o1[0].clone(), o2[0].clone());
+
+    // Someone else's offer: LOST with INVALID_OFFERS; their offer stands.
+    let t = task("steal", &theirs.agent_id, "cpus:1;mem:128");
+    sim.launch(&f1, &theirs, vec![t]);
+    let u = sim.updates(&f1);
+    assert_eq!(u.len(), 1);
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Lost, Some(Reason::InvalidOffers))
+    );
+    assert!(
+        u[0].message.contains("not made to this framework"),
+        "{}",
+        u[0].message
+    );
+    assert!(
+        sim.master
+            .snapshot()
+            .frameworks
+            .iter()
+            .any(|f| f.offers.iter().any(|o| o.id == theirs.id))
+    );
+
+    // More than offered, a wrong agent, an empty command, a duplicate id in
+    // one ACCEPT: TASK_ERROR each, the valid task launches.
+    let agent = mine.agent_id.clone();
+    let other = if agent == a.id {
+        b.id.clone()
+    } else {
+        a.id.clone()
+    };
+    let mut empty = task("empty", &agent, "cpus:0.1;mem:32");
+    empty.command.value.clear();
+    let tasks = vec![
+        task("too-big", &agent, "cpus:3;mem:128"),
+        task("elsewhere", &other, "cpus:1;mem:128"),
+        empty,
+        task("ok", &agent, "cpus:1;mem:128"),
+        task("ok", &agent, "cpus:0.5;mem:64"),
+    ];
+    // No filter on the rest, so f1 (the lower share) is offered it next.
+    sim.call(
+        &f1,
+        Call::Accept {
+            offer_ids: vec![mine.id.clone()],
+            launches: tasks.into_iter().map(LaunchRequest::Task).collect(),
+            refuse: secs(0),
+        },
+    )
+    .unwrap();
+    let u = sim.updates(&f1);
+    let by_id: BTreeMap<_, _> = u
+        .iter()
+        .map(|s| (s.task_id.to_string(), s.clone()))
+        .collect();
+    assert_eq!(u.len(), 4, "{u:?}");
+    for id in ["too-big", "elsewhere", "empty"] {
+        assert_eq!(by_id[id].state, TaskState::Error, "{id}");
+        assert_eq!(by_id[id].reason, Some(Reason::TaskInvalid), "{id}");
+    }
+    assert!(by_id["too-big"].message.contains("more resources"));
+    assert!(by_id["ok"].message.contains("already in use"));
+    let agent_cmds = sim.take_agent(if agent == a.id { a.conn } else { b.conn });
+    let launched: Vec<_> = agent_cmds
+        .iter()
+        .filter_map(|c| match c {
+            AgentCommand::RunTask { task, .. } => Some(task.task_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched, vec!["ok"]);
+
+    // A duplicate of a live task in a later ACCEPT.
+    sim.advance(secs(1));
+    let again = sim.offers(&f1);
+    eprintln!(
+        "again={again:?} snap={:#?}",
+        sim.master
+            .snapshot()
+            .frameworks
+            .iter()
+            .map(|f| (f.id.clone(), f.offers.clone()))
+            .collect::<Vec<_>>()
+    );
+    let o = again.iter().find(|o| o.agent_id == agent).unwrap().clone();
+    sim.launch(&f1, &o, vec![task("ok", &agent, "cpus:0.5;mem:64")]);
+    let u = sim.updates(&f1);
+    assert_eq!(u[0].state, TaskState::Error);
+    assert!(u[0].message.contains("already in use"));
+
+    // An unknown offer: LOST; a malformed task: ERROR.
+    sim.call(
+        &f1,
+        Call::Accept {
+            offer_ids: vec![cairn_model::OfferId::new("no-such-offer")],
+            launches: vec![LaunchRequest::Malformed {
+                task_id: TaskId::new("m"),
+                reason: "bad".into(),
+            }],
+            refuse: secs(5),
+        },
+    )
+    .unwrap();
+    let u = sim.updates(&f1);
+    assert_eq!(u[0].state, TaskState::Lost);
+    sim.check();
+    // The master still serves: f2's offer is intact and usable.
+    sim.launch(
+        &f2,
+        &theirs,
+        vec![task("f2-ok", &theirs.agent_id, "cpus:1;mem:128")],
+    );
+    assert!(sim.updates(&f2).is_empty());
+    sim.check();
+}
+
+#[test]
+fn a_terminal_update_frees_resources_at_once_and_the_ack_completes_the_task() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:1;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:1024")]);
+    let run = sim.take_agent(a.conn);
+    assert!(
+        matches!(run.as_slice(), [AgentCommand::RunTask { .. }]),
+        "{run:?}"
+    );
+    let u1 = sim.report(&a, &fw.id, "t", TaskState::Running);
+    let got = sim.updates(&fw);
+    assert_eq!(
+        got[0].uuid,
+        Some(u1),
+        "agent updates are relayed with their uuid"
+    );
+    sim.ack(&fw, &a.id, "t", u1);
+    assert!(matches!(
+        sim.take_agent(a.conn).as_slice(),
+        [AgentCommand::Acknowledge { uuid, .. }] if *uuid == u1
+    ));
+    let u2 = sim.report(&a, &fw.id, "t", TaskState::Finished);
+    let _ = sim.updates(&fw);
+    // Freed before the acknowledgement: re-offered in the triggered cycle.
+    sim.fire_due();
+    assert_eq!(sim.offers(&fw).len(), 1);
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.frameworks[0].tasks.len(), 1, "kept until acknowledged");
+    sim.ack(&fw, &a.id, "t", u2);
+    let snap = sim.master.snapshot();
+    assert!(snap.frameworks[0].tasks.is_empty());
+    assert_eq!(
+        snap.frameworks[0].completed_tasks[0].state,
+        TaskState::Finished
+    );
+    // A re-sent update after completion is still relayed (so it can be acked).
+    sim.report(&a, &fw.id, "t", TaskState::Finished);
+    assert_eq!(sim.updates(&fw).len(), 1);
+    sim.check();
+}
+
+#[test]
+fn kill_reaches_the_agent_and_an_unknown_task_is_reported_lost() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:1;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:1024")]);
+    let _ = sim.take_agent(a.conn);
+    sim.call(
+        &fw,
+        Call::Kill {
+            task_id: TaskId::new("t"),
+            agent_id: None,
+            kill_policy: None,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        sim.take_agent(a.conn).as_slice(),
+        [AgentCommand::KillTask { task_id, .. }] if task_id.as_str() == "t"
+    ));
+    sim.call(
+        &fw,
+        Call::Kill {
+            task_id: TaskId::new("nope"),
+            agent_id: None,
+            kill_policy: None,
+        },
+    )
+    .unwrap();
+    let u = sim.updates(&fw);
+    assert_eq!(u[0].state, TaskState::Lost);
+    assert_eq!(u[0].reason, Some(Reason::Reconciliation));
+}
+
+#[test]
+fn reconciliation_answers_known_tasks_and_reports_unknown_ones() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(
+        &fw,
+        &offer,
+        vec![
+            task("r", &a.id, "cpus:1;mem:128"),
+            task("s", &a.id, "cpus:1;mem:128"),
+        ],
+    );
+    sim.report(&a, &fw.id, "r", TaskState::Running);
+    let _ = sim.updates(&fw);
+    sim.call(&fw, Call::Reconcile { tasks: vec![] }).unwrap();
+    let mut u = sim.updates(&fw);
+    u.sort_by(|x, y| x.task_id.cmp(&y.task_id));
+    assert_eq!(u.len(), 2);
+    assert_eq!(
+        (u[0].state, u[1].state),
+        (TaskState::Running, TaskState::Staging)
+    );
+    assert!(
+        u.iter()
+            .all(|s| s.reason == Some(Reason::Reconciliation) && s.uuid.is_none())
+    );
+    sim.call(
+        &fw,
+        Call::Reconcile {
+            tasks: vec![
+                (TaskId::new("r"), None),
+                (TaskId::new("ghost"), Some(a.id.clone())),
+            ],
+        },
+    )
+    .unwrap();
+    let u = sim.updates(&fw);
+    assert_eq!(u[0].state, TaskState::Running);
+    assert_eq!(u[1].state, TaskState::Lost);
+}
+
+#[test]
+fn teardown_kills_the_tasks_frees_everything_and_retires_the_id() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:128")]);
+    let _ = sim.take_agent(a.conn);
+    sim.call(&fw, Call::Teardown).unwrap();
+    assert!(sim.take_agent(a.conn).iter().any(
+        |c| matches!(c, AgentCommand::ShutdownFramework { framework_id } if *framework_id == fw.id)
+    ));
+    let snap = sim.master.snapshot();
+    assert!(snap.frameworks.is_empty());
+    assert_eq!(snap.completed_frameworks.len(), 1);
+    assert_eq!(
+        snap.completed_frameworks[0].completed_tasks[0].state,
+        TaskState::Killed
+    );
+    assert!(snap.agents[0].used.is_empty() && snap.agents[0].offered.is_empty());
+    sim.check();
+    // Calls and re-subscriptions under the retired id are refused.
+    assert_eq!(
+        sim.call(&fw, Call::Revive { roles: vec![] }),
+        Err(CallError::RemovedFramework(fw.id.clone()))
+    );
+    let mut info = FrameworkInfo::new("f", "nobody");
+    info.id = Some(fw.id.clone());
+    let conn = sim.conn();
+    sim.input(Input::Subscribe {
+        conn,
+        info,
+        suppressed_roles: vec![],
+    })
+    .unwrap();
+    let events = sim.take_events(conn);
+    assert!(
+        matches!(events.as_slice(), [Event::Error(m)] if m.contains("removed")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_framework_that_returns_within_its_failover_timeout_keeps_its_tasks() {
+    // Agents in this harness do not heartbeat; keep them registered.
+    let mut sim = Sim::new(MasterConfig {
+        agent_ping_timeout: secs(3600),
+        ..MasterConfig::default()
+    });
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f"); // failover timeout 60 s
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:128")]);
+    sim.input(Input::FrameworkDisconnected { conn: fw.conn })
+        .unwrap();
+    sim.advance(secs(30));
+    let mut info = FrameworkInfo::new("f", "nobody");
+    info.id = Some(fw.id.clone());
+    info.failover_timeout = secs(60);
+    let back = sim.framework_with(info);
+    assert_eq!(back.id, fw.id);
+    assert_ne!(back.stream_id, fw.stream_id);
+    // The old stream id is stale now.
+    assert!(matches!(
+        sim.call(&fw, Call::Revive { roles: vec![] }),
+        Err(CallError::StaleStream { .. })
+    ));
+    sim.advance(secs(60));
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.frameworks.len(), 1);
+    assert_eq!(snap.frameworks[0].tasks.len(), 1);
+    sim.check();
+}
+
+#[test]
+fn a_framework_away_past_its_failover_timeout_is_removed_with_its_tasks() {
+    // Agents in this harness do not heartbeat; keep them registered.
+    let mut sim = Sim::new(MasterConfig {
+        agent_ping_timeout: secs(3600),
+        ..MasterConfig::default()
+    });
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f"); // failover timeout 60 s
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:128")]);
+    let _ = sim.take_agent(a.conn);
+    sim.input(Input::FrameworkDisconnected { conn: fw.conn })
+        .unwrap();
+    assert!(matches!(
+        sim.call(&fw, Call::Revive { roles: vec![] }),
+        Err(CallError::NotSubscribed(_))
+    ));
+    sim.advance(secs(59));
+    assert_eq!(sim.master.snapshot().frameworks.len(), 1);
+    sim.advance(secs(2));
+    assert!(sim.master.snapshot().frameworks.is_empty());
+    assert!(
+        sim.take_agent(a.conn)
+            .iter()
+            .any(|c| matches!(c, AgentCommand::ShutdownFramework { .. }))
+    );
+    sim.check();
+}
+
+#[test]
+fn calls_from_unknown_frameworks_are_refused() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let r = sim.input(Input::Call {
+        framework_id: cairn_model::FrameworkId::new("nobody"),
+        stream_id: "x".into(),
+        call: Call::Revive { roles: vec![] },
+    });
+    assert!(matches!(r, Err(CallError::UnknownFramework(_))));
+}
+
+#[test]
+fn a_reregistering_agent_that_never_got_a_launch_has_the_task_reported_lost() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:128")]);
+    // The session breaks before the agent saw RunTask; it reconnects with no tasks.
+    sim.input(Input::AgentDisconnected { conn: a.conn })
+        .unwrap();
+    sim.reregister(&a, "cpus:2;mem:1024", vec![]);
+    let u = sim.updates(&fw);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state, TaskState::Lost);
+    assert!(sim.master.snapshot().agents[0].used.is_empty());
+    sim.check();
+}
+
+#[test]
+fn a_status_update_for_a_task_on_another_agent_is_refused() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:2;mem:1024");
+    let b = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim
+        .offers(&fw)
+        .into_iter()
+        .find(|o| o.agent_id == a.id)
+        .unwrap();
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:128")]);
+    sim.report(&b, &fw.id, "t", TaskState::Finished);
+    assert!(sim.updates(&fw).is_empty());
+    assert_eq!(
+        sim.master.snapshot().frameworks[0].tasks[0].state,
+        TaskState::Staging
+    );
+    sim.check();
+}
+
+#[test]
+fn the_same_seed_and_inputs_give_the_same_outputs() {
+    let run = || {
+        let mut sim = Sim::new(MasterConfig::default());
+        for _ in 0..20 {
+            sim.agent("cpus:2;mem:1024");
+        }
+        let f1 = sim.framework("a");
+        let f2 = sim.framework("b");
+        sim.advance(secs(1));
+        let mut ids: Vec<String> = sim
+            .offers(&f1)
+            .iter()
+            .map(|o| o.agent_id.to_string())
+            .collect();
+        ids.extend(sim.offers(&f2).iter().map(|o| o.agent_id.to_string()));
+        ids
+    };
+    assert_eq!(run(), run());
+}

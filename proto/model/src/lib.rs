@@ -1,0 +1,28 @@
+//! Cairn's shared vocabulary: newtype ids, resource arithmetic, the task
+//! lifecycle, and the conversions between these and the wire types of
+//! `cairn-proto`. Every crate speaks these types; conversions are written once,
+//! here, and validate everything that comes from the network.
+
+mod agent;
+pub mod convert;
+mod error;
+mod framework;
+mod ids;
+mod offer;
+pub mod resources;
+mod task;
+mod time;
+
+pub use agent::{AgentInfo, Attribute, AttributeValue, parse_attributes};
+pub use error::ModelError;
+pub use framework::{Capability, FrameworkInfo, Role};
+pub use ids::{AgentId, ExecutorId, FrameworkId, OfferId, StatusUuid, TaskId};
+pub use offer::Offer;
+pub use resources::{RangeSet, ResourceName, Resources, Scalar};
+pub use task::{
+    CommandInfo, InvalidTransition, KillPolicy, Reason, Source, TaskInfo, TaskState, TaskStatus,
+};
+pub use time::Time;
+
+/// The version every Cairn binary reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
