@@ -111,6 +111,12 @@ string_id!(
     ExecutorId
 );
 
+string_id!(
+    /// Identifies one run of an executor on an agent: its sandbox, and (with
+    /// isolation) its cgroups and mounts, are named after it.
+    ContainerId
+);
+
 /// The 16-byte id of one status update, echoed back by its acknowledgement.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StatusUuid(pub [u8; 16]);

@@ -10,13 +10,15 @@ mod framework;
 mod ids;
 mod offer;
 pub mod resources;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 mod task;
 mod time;
 
 pub use agent::{AgentInfo, Attribute, AttributeValue, parse_attributes};
 pub use error::ModelError;
 pub use framework::{Capability, FrameworkInfo, Role};
-pub use ids::{AgentId, ExecutorId, FrameworkId, OfferId, StatusUuid, TaskId};
+pub use ids::{AgentId, ContainerId, ExecutorId, FrameworkId, OfferId, StatusUuid, TaskId};
 pub use offer::Offer;
 pub use resources::{RangeSet, ResourceName, Resources, Scalar};
 pub use task::{

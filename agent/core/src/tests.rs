@@ -1,0 +1,455 @@
+use cairn_model::{CommandInfo, KillPolicy};
+
+use super::*;
+
+fn t(ms: u64) -> Time {
+    Time::from_micros(ms * 1000)
+}
+
+fn fw() -> FrameworkId {
+    FrameworkId::new("fw")
+}
+
+fn framework() -> FrameworkInfo {
+    let mut f = FrameworkInfo::new("f", "nobody");
+    f.id = Some(fw());
+    f
+}
+
+fn task(id: &str) -> TaskInfo {
+    TaskInfo {
+        task_id: TaskId::new(id),
+        name: id.into(),
+        agent_id: AgentId::new("a"),
+        resources: Resources::parse("cpus:1;mem:32").unwrap(),
+        command: CommandInfo::shell("sleep 1"),
+        kill_policy: KillPolicy::default(),
+        labels: vec![],
+    }
+}
+
+fn drain(a: &mut Agent) -> Vec<Output> {
+    std::iter::from_fn(|| a.poll_output()).collect()
+}
+
+fn status(id: &str, state: TaskState, u: u8) -> TaskStatus {
+    TaskStatus {
+        task_id: TaskId::new(id),
+        state,
+        message: String::new(),
+        source: Source::Executor,
+        reason: None,
+        agent_id: None,
+        executor_id: None,
+        timestamp: Time::ZERO,
+        uuid: Some(StatusUuid([u; 16])),
+        exit_code: None,
+        healthy: None,
+    }
+}
+
+/// An agent registered with a running command task "t" on executor conn 1.
+fn running() -> (Agent, ContainerId) {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    let out = drain(&mut a);
+    let Some(Output::Launch(spec)) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(spec.executor_id.as_str(), "t");
+    assert!(spec.sandbox.starts_with("frameworks/fw/executors/t/runs"));
+    let container = spec.container_id.clone();
+    a.handle(
+        t(1),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(1),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::ToExecutor {
+                command: ExecutorCommand::Launch { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    (a, container)
+}
+
+#[test]
+fn executor_updates_are_acknowledged_to_it_and_forwarded_one_at_a_time() {
+    let (mut a, _) = running();
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Starting, 1),
+        },
+    );
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Running, 2),
+        },
+    );
+    let out = drain(&mut a);
+    let acks = out
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::ToExecutor {
+                    command: ExecutorCommand::Acknowledged { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    let forwarded: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToMaster { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, 2, "the executor hears each update is stored");
+    assert_eq!(forwarded.len(), 1, "RUNNING waits for STARTING's ack");
+    assert_eq!(forwarded[0].executor_id, Some(ExecutorId::new("t")));
+    assert_eq!(forwarded[0].agent_id, Some(AgentId::new("a")));
+    a.handle(
+        t(3),
+        Input::Acknowledge {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            uuid: StatusUuid([1; 16]),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(out.as_slice(), [Output::ToMaster { status, .. }] if status.state == TaskState::Running)
+    );
+}
+
+#[test]
+fn an_executor_that_dies_without_a_terminal_update_fails_its_task() {
+    let (mut a, container) = running();
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Running, 1),
+        },
+    );
+    a.handle(
+        t(3),
+        Input::Acknowledge {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            uuid: StatusUuid([1; 16]),
+        },
+    );
+    drain(&mut a);
+    a.handle(
+        t(4),
+        Input::ContainerExited {
+            container_id: container.clone(),
+            termination: Termination {
+                exit_code: Some(137),
+                ..Termination::default()
+            },
+        },
+    );
+    let out = drain(&mut a);
+    let failed = out
+        .iter()
+        .find_map(|o| match o {
+            Output::ToMaster { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.source, Source::Agent);
+    assert_eq!(failed.reason, Some(Reason::ExecutorTerminated));
+    assert!(failed.message.contains("137"), "{}", failed.message);
+    assert!(failed.uuid.is_some(), "agent updates are reliable too");
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Destroy { container_id } if *container_id == container))
+    );
+    // Still reported until acknowledged.
+    assert_eq!(a.report().0.len(), 1);
+    a.handle(
+        t(5),
+        Input::Acknowledge {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            uuid: failed.uuid.unwrap(),
+        },
+    );
+    assert!(a.report().0.is_empty());
+    assert!(a.is_idle());
+}
+
+#[test]
+fn a_kill_before_the_executor_subscribes_ends_the_task_there() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    drain(&mut a);
+    a.handle(
+        t(1),
+        Input::KillTask {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            grace: None,
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::ToMaster { status, .. } if status.state == TaskState::Killed)
+        ),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Destroy { .. })));
+}
+
+#[test]
+fn a_kill_goes_to_the_executor_and_escalates_to_destroy_after_the_grace() {
+    let config = AgentConfig::default();
+    let (mut a, container) = running();
+    a.handle(
+        t(1000),
+        Input::KillTask {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            grace: Some(Duration::from_secs(2)),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(out.as_slice(), [Output::ToExecutor { command: ExecutorCommand::Kill { grace, .. }, .. }] if *grace == Duration::from_secs(2))
+    );
+    let deadline = t(1000) + Duration::from_secs(2) + config.kill_escalation;
+    assert_eq!(a.poll_timeout(), Some(deadline));
+    a.handle_timeout(deadline);
+    assert!(
+        matches!(drain(&mut a).as_slice(), [Output::Destroy { container_id }] if *container_id == container)
+    );
+    a.handle(
+        t(9000),
+        Input::ContainerExited {
+            container_id: container,
+            termination: Termination {
+                signal: Some(9),
+                ..Termination::default()
+            },
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::ToMaster { status, .. } if status.state == TaskState::Killed)
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_executor_that_never_subscribes_is_destroyed_and_its_task_fails() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    let Some(Output::Launch(spec)) = drain(&mut a).into_iter().next() else {
+        panic!()
+    };
+    let deadline = a.poll_timeout().unwrap();
+    a.handle_timeout(deadline);
+    assert!(matches!(drain(&mut a).as_slice(), [Output::Destroy { .. }]));
+    a.handle(
+        deadline,
+        Input::ContainerExited {
+            container_id: spec.container_id,
+            termination: Termination::default(),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(out.iter().any(|o| matches!(o, Output::ToMaster { status, .. }
+        if status.state == TaskState::Failed && status.reason == Some(Reason::ExecutorRegistrationTimeout))));
+}
+
+#[test]
+fn updates_queue_until_the_agent_is_registered() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(1),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    a.handle(
+        t(1),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Running, 1),
+        },
+    );
+    assert!(
+        !drain(&mut a)
+            .iter()
+            .any(|o| matches!(o, Output::ToMaster { .. }))
+    );
+    a.handle(
+        t(2),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    assert!(
+        drain(&mut a)
+            .iter()
+            .any(|o| matches!(o, Output::ToMaster { .. }))
+    );
+}
+
+#[test]
+fn shutting_down_a_framework_stops_its_updates_and_ends_its_executors() {
+    let (mut a, container) = running();
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Running, 1),
+        },
+    );
+    drain(&mut a);
+    a.handle(t(3), Input::ShutdownFramework { framework_id: fw() });
+    let out = drain(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::ToExecutor {
+                command: ExecutorCommand::Shutdown { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    a.handle(
+        t(4),
+        Input::ContainerExited {
+            container_id: container,
+            termination: Termination::default(),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::ToMaster { .. })),
+        "{out:?}"
+    );
+    assert!(a.is_idle());
+    assert!(a.report().0.is_empty() && a.report().1.is_empty());
+}
+
+#[test]
+fn killing_an_unknown_task_reports_it_lost() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(1),
+        Input::KillTask {
+            framework_id: fw(),
+            task_id: TaskId::new("ghost"),
+            grace: None,
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(out.as_slice(), [Output::ToMaster { status, .. }] if status.state == TaskState::Lost)
+    );
+}
+
+#[test]
+fn an_update_after_a_terminal_one_is_acknowledged_but_not_forwarded() {
+    let (mut a, _) = running();
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Finished, 1),
+        },
+    );
+    drain(&mut a);
+    a.handle(
+        t(3),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Running, 2),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::ToExecutor {
+                command: ExecutorCommand::Acknowledged { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+}

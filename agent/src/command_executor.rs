@@ -1,0 +1,437 @@
+//! The built-in command executor: a separate process (started by the agent
+//! as `<agent binary> executor`) that runs one task's command and reports its
+//! states.
+//!
+//! It connects back to the agent named by `MESOS_AGENT_ENDPOINT`, subscribes,
+//! receives the task, runs it in a process group of its own with its output
+//! in the sandbox's `stdout` and `stderr`, and sends TASK_STARTING,
+//! TASK_RUNNING and then one terminal update. A kill sends SIGTERM to the
+//! task's whole process group and SIGKILL after the grace period. The
+//! executor exits once the agent has acknowledged every update; if the agent
+//! goes away meanwhile, it keeps the task running and reconnects.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_model::convert::{framework_info_from_pb, task_info_from_pb, task_status_to_pb};
+use cairn_model::{
+    Capability, ExecutorId, FrameworkId, Reason, Source, StatusUuid, TaskId, TaskInfo, TaskState,
+    TaskStatus, Time,
+};
+use cairn_proto as pb;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How long the executor waits for an agent that went away.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    BadEnv { name: &'static str, reason: String },
+    #[error("cannot start the executor's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the agent was unreachable for longer than {0:?}")]
+    AgentGone(Duration),
+}
+
+fn env(name: &'static str) -> Result<String, ExecutorError> {
+    std::env::var(name).map_err(|_| ExecutorError::MissingEnv(name))
+}
+
+/// Entry point of the executor process.
+pub fn main() -> Result<(), ExecutorError> {
+    let endpoint = env("MESOS_AGENT_ENDPOINT")?;
+    let framework_id = FrameworkId::parse("MESOS_FRAMEWORK_ID", &env("MESOS_FRAMEWORK_ID")?)
+        .map_err(|e| ExecutorError::BadEnv {
+            name: "MESOS_FRAMEWORK_ID",
+            reason: e.to_string(),
+        })?;
+    let executor_id =
+        ExecutorId::parse("MESOS_EXECUTOR_ID", &env("MESOS_EXECUTOR_ID")?).map_err(|e| {
+            ExecutorError::BadEnv {
+                name: "MESOS_EXECUTOR_ID",
+                reason: e.to_string(),
+            }
+        })?;
+    let sandbox = std::env::var("MESOS_SANDBOX")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::current_dir())
+        .map_err(ExecutorError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ExecutorError::Runtime)?;
+    let mut ex = CommandExecutor {
+        endpoint,
+        framework_id,
+        executor_id,
+        sandbox,
+        task: None,
+        unacked: BTreeMap::new(),
+        terminal_sent: false,
+    };
+    rt.block_on(ex.run())
+}
+
+struct RunningTask {
+    id: TaskId,
+    pgid: Option<i32>,
+    kill_requested: bool,
+    killing_state: bool,
+    /// When to send SIGKILL after a SIGTERM.
+    sigkill_at: Option<tokio::time::Instant>,
+}
+
+struct CommandExecutor {
+    endpoint: String,
+    framework_id: FrameworkId,
+    executor_id: ExecutorId,
+    sandbox: PathBuf,
+    task: Option<RunningTask>,
+    /// Updates the agent has not acknowledged yet, by uuid.
+    unacked: BTreeMap<StatusUuid, TaskStatus>,
+    terminal_sent: bool,
+}
+
+/// What the task's process did.
+struct Exit {
+    code: Option<i32>,
+    signal: Option<i32>,
+    error: Option<String>,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+impl CommandExecutor {
+    async fn run(&mut self) -> Result<(), ExecutorError> {
+        let (exit_tx, mut exit_rx) = mpsc::channel::<Exit>(4);
+        let mut disconnected_since: Option<tokio::time::Instant> = None;
+        loop {
+            match self.session(&exit_tx, &mut exit_rx).await {
+                Ok(Step::Done) => return Ok(()),
+                Ok(Step::Continue) | Err(_) => {}
+            }
+            let since = *disconnected_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > RECOVERY_TIMEOUT {
+                self.kill_task(Signal::SIGKILL);
+                return Err(ExecutorError::AgentGone(RECOVERY_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn new_status(&self, task_id: &TaskId, state: TaskState, message: String) -> TaskStatus {
+        TaskStatus {
+            task_id: task_id.clone(),
+            state,
+            message,
+            source: Source::Executor,
+            reason: None,
+            agent_id: None,
+            executor_id: Some(self.executor_id.clone()),
+            timestamp: Time::now(),
+            uuid: Some(StatusUuid(rand::random())),
+            exit_code: None,
+            healthy: None,
+        }
+    }
+
+    /// Records `status` as unacknowledged and sends it.
+    async fn send(&mut self, tx: &mpsc::Sender<pb::ExecutorMessage>, status: TaskStatus) {
+        if status.state.is_terminal() {
+            self.terminal_sent = true;
+        }
+        if let Some(u) = status.uuid {
+            self.unacked.insert(u, status.clone());
+        }
+        let _ = tx
+            .send(pb::ExecutorMessage {
+                message: Some(pb::executor_message::Message::Update(pb::ExecutorUpdate {
+                    status: Some(task_status_to_pb(&status)),
+                })),
+            })
+            .await;
+    }
+
+    /// One connection to the agent. Returns `Done` when the task is over and
+    /// every update is acknowledged.
+    async fn session(
+        &mut self,
+        exit_tx: &mpsc::Sender<Exit>,
+        exit_rx: &mut mpsc::Receiver<Exit>,
+    ) -> Result<Step, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoint))
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = pb::executor_link_client::ExecutorLinkClient::new(channel);
+        let (tx, rx) = mpsc::channel(64);
+        let subscribe = pb::ExecutorMessage {
+            message: Some(pb::executor_message::Message::Subscribe(
+                pb::ExecutorSubscribe {
+                    framework_id: self.framework_id.to_string(),
+                    executor_id: self.executor_id.to_string(),
+                    unacknowledged_updates: self.unacked.values().map(task_status_to_pb).collect(),
+                },
+            )),
+        };
+        let _ = tx.send(subscribe).await;
+        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        loop {
+            if self.terminal_sent && self.unacked.is_empty() {
+                return Ok(Step::Done);
+            }
+            let sigkill_at = self.task.as_ref().and_then(|t| t.sigkill_at);
+            tokio::select! {
+                msg = inbound.message() => {
+                    let Some(msg) = msg? else { return Ok(Step::Continue) };
+                    let Some(event) = msg.event else { continue };
+                    self.event(event, &tx, exit_tx).await;
+                }
+                Some(exit) = exit_rx.recv() => {
+                    self.exited(exit, &tx).await;
+                }
+                () = sleep_until_opt(sigkill_at) => {
+                    if let Some(t) = self.task.as_mut() {
+                        t.sigkill_at = None;
+                    }
+                    self.kill_task(Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    async fn event(
+        &mut self,
+        event: pb::executor_event::Event,
+        tx: &mpsc::Sender<pb::ExecutorMessage>,
+        exit_tx: &mpsc::Sender<Exit>,
+    ) {
+        use pb::executor_event::Event as E;
+        match event {
+            E::Subscribed(_) => {}
+            E::Launch(l) => {
+                let task = l.task.as_ref().map(|t| task_info_from_pb("launch.task", t));
+                let killing_state = l
+                    .framework
+                    .as_ref()
+                    .and_then(|f| framework_info_from_pb("launch.framework", f).ok())
+                    .is_some_and(|f| f.has(Capability::TaskKillingState));
+                match task {
+                    Some(Ok(task)) => self.launch(task, killing_state, tx, exit_tx).await,
+                    Some(Err(e)) => tracing::error!(error = %e, "malformed task from the agent"),
+                    None => {}
+                }
+            }
+            E::Kill(k) => {
+                self.kill(Duration::from_millis(k.grace_period_ms), tx)
+                    .await
+            }
+            E::Shutdown(s) => {
+                if self.task.is_none() {
+                    // Nothing ever ran: nothing to report.
+                    self.terminal_sent = true;
+                } else {
+                    self.kill(Duration::from_millis(s.grace_period_ms), tx)
+                        .await;
+                }
+            }
+            E::Acknowledged(a) => {
+                if let Ok(u) = StatusUuid::from_slice("uuid", &a.uuid) {
+                    self.unacked.remove(&u);
+                }
+            }
+        }
+    }
+
+    async fn launch(
+        &mut self,
+        task: TaskInfo,
+        killing_state: bool,
+        tx: &mpsc::Sender<pb::ExecutorMessage>,
+        exit_tx: &mpsc::Sender<Exit>,
+    ) {
+        if let Some(running) = &self.task {
+            let mut s = self.new_status(
+                &task.task_id,
+                TaskState::Failed,
+                format!("This command executor already runs task {}", running.id),
+            );
+            s.reason = Some(Reason::CommandExecutorFailed);
+            self.send(tx, s).await;
+            return;
+        }
+        self.task = Some(RunningTask {
+            id: task.task_id.clone(),
+            pgid: None,
+            kill_requested: false,
+            killing_state,
+            sigkill_at: None,
+        });
+        let starting = self.new_status(&task.task_id, TaskState::Starting, String::new());
+        self.send(tx, starting).await;
+        match spawn_task(&task, &self.sandbox) {
+            Ok(mut child) => {
+                let pid = child.id().and_then(|p| i32::try_from(p).ok());
+                if let Some(t) = self.task.as_mut() {
+                    t.pgid = pid;
+                }
+                let running = self.new_status(&task.task_id, TaskState::Running, String::new());
+                self.send(tx, running).await;
+                let exit_tx = exit_tx.clone();
+                tokio::spawn(async move {
+                    let exit = match child.wait().await {
+                        Ok(status) => {
+                            use std::os::unix::process::ExitStatusExt;
+                            Exit {
+                                code: status.code(),
+                                signal: status.signal(),
+                                error: None,
+                            }
+                        }
+                        Err(e) => Exit {
+                            code: None,
+                            signal: None,
+                            error: Some(format!("cannot wait for the command: {e}")),
+                        },
+                    };
+                    let _ = exit_tx.send(exit).await;
+                });
+            }
+            Err(e) => {
+                let mut s = self.new_status(
+                    &task.task_id,
+                    TaskState::Failed,
+                    format!("Failed to launch the command: {e}"),
+                );
+                s.reason = Some(Reason::CommandExecutorFailed);
+                self.send(tx, s).await;
+            }
+        }
+    }
+
+    fn kill_task(&self, signal: Signal) {
+        if let Some(pgid) = self.task.as_ref().and_then(|t| t.pgid).filter(|p| *p > 1) {
+            let _ = killpg(Pid::from_raw(pgid), signal);
+        }
+    }
+
+    async fn kill(&mut self, grace: Duration, tx: &mpsc::Sender<pb::ExecutorMessage>) {
+        let Some(t) = self.task.as_mut() else { return };
+        if t.kill_requested || self.terminal_sent {
+            return;
+        }
+        t.kill_requested = true;
+        t.sigkill_at = Some(tokio::time::Instant::now() + grace);
+        let (id, killing_state, started) = (t.id.clone(), t.killing_state, t.pgid.is_some());
+        if killing_state && started {
+            let s = self.new_status(&id, TaskState::Killing, String::new());
+            self.send(tx, s).await;
+        }
+        self.kill_task(Signal::SIGTERM);
+    }
+
+    async fn exited(&mut self, exit: Exit, tx: &mpsc::Sender<pb::ExecutorMessage>) {
+        let Some(t) = self.task.as_mut() else { return };
+        t.sigkill_at = None;
+        let (id, killed) = (t.id.clone(), t.kill_requested);
+        // Whatever the command left in its group goes with it.
+        self.kill_task(Signal::SIGKILL);
+        let (state, message) = match (&exit.error, exit.code, exit.signal) {
+            (Some(e), _, _) => (TaskState::Failed, e.clone()),
+            (None, _, Some(sig)) => {
+                let name = Signal::try_from(sig)
+                    .map_or_else(|_| sig.to_string(), |s| s.as_str().to_string());
+                let state = if killed {
+                    TaskState::Killed
+                } else {
+                    TaskState::Failed
+                };
+                (state, format!("Command terminated with signal {name}"))
+            }
+            (None, Some(0), None) => (
+                if killed {
+                    TaskState::Killed
+                } else {
+                    TaskState::Finished
+                },
+                "Command exited with status 0".to_string(),
+            ),
+            (None, Some(code), None) => (
+                if killed {
+                    TaskState::Killed
+                } else {
+                    TaskState::Failed
+                },
+                format!("Command exited with status {code}"),
+            ),
+            (None, None, None) => (
+                TaskState::Failed,
+                "Command ended for an unknown reason".into(),
+            ),
+        };
+        let mut s = self.new_status(&id, state, message);
+        s.exit_code = exit.code;
+        self.send(tx, s).await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts the task's command in a process group of its own, in the sandbox,
+/// with its output appended to the sandbox's `stdout` and `stderr`.
+fn spawn_task(
+    task: &TaskInfo,
+    sandbox: &std::path::Path,
+) -> std::io::Result<tokio::process::Child> {
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sandbox.join(name))
+    };
+    let c = &task.command;
+    let mut cmd = if c.shell {
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(&c.value);
+        cmd
+    } else {
+        let mut cmd = tokio::process::Command::new(&c.value);
+        if let Some((argv0, rest)) = c.arguments.split_first() {
+            cmd.arg0(argv0).args(rest);
+        }
+        cmd
+    };
+    cmd.current_dir(sandbox)
+        .envs(c.environment.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(open("stdout")?)
+        .stderr(open("stderr")?)
+        .kill_on_drop(false);
+    // SAFETY: runs in the child between fork and exec and calls only
+    // setpgid(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setpgid(0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

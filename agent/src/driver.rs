@@ -1,0 +1,374 @@
+//! The task that owns the agent's core and carries out its outputs: launching
+//! and destroying containers, and sending to the master and to executors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_agent_core::{
+    Agent, ExecConn, ExecutorCommand, Input, LaunchSpec, Output, TaskReport, Termination,
+};
+use cairn_model::convert::{framework_info_to_pb, task_info_to_pb, task_status_to_pb};
+use cairn_model::{AgentId, ContainerId, FrameworkInfo, Time};
+use cairn_proto as pb;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use crate::launcher::{ContainerSpec, Launcher};
+
+pub type ExecutorSink = mpsc::Sender<Result<pb::ExecutorEvent, Status>>;
+pub type MasterSink = mpsc::Sender<pb::AgentMessage>;
+
+/// Queue length of an executor's or the master session's outbound messages.
+pub const CONNECTION_QUEUE: usize = 16_384;
+
+#[derive(Debug)]
+pub enum Command {
+    Input(Input),
+    /// A master session started (`Some`) or ended (`None`). Sent before the
+    /// session's first input, so updates re-sent on registration go to it.
+    MasterSession(Option<MasterSink>),
+    AttachExecutor {
+        conn: ExecConn,
+        sink: ExecutorSink,
+    },
+    Report(oneshot::Sender<Report>),
+    /// Ends every executor; replies once all are gone.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the agent knows, for registration and views.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub agent_id: Option<AgentId>,
+    pub tasks: Vec<TaskReport>,
+    pub frameworks: Vec<FrameworkInfo>,
+}
+
+/// How executors are started: which program, and where the agent is.
+#[derive(Clone, Debug)]
+pub struct ExecutorLaunch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub work_dir: PathBuf,
+    /// `ip:port` executors connect back to.
+    pub agent_endpoint: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    next_conn: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the agent is shutting down")]
+pub struct Stopped;
+
+impl Handle {
+    pub fn new_conn(&self) -> ExecConn {
+        ExecConn(
+            self.next_conn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    pub async fn send(&self, cmd: Command) -> Result<(), Stopped> {
+        self.tx.send(cmd).await.map_err(|_| Stopped)
+    }
+
+    pub async fn input(&self, input: Input) -> Result<(), Stopped> {
+        self.send(Command::Input(input)).await
+    }
+
+    /// For contexts that cannot wait (a `Drop`).
+    pub fn input_later(&self, input: Input) {
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(Command::Input(input)) {
+            let tx = self.tx.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+        }
+    }
+
+    pub async fn report(&self) -> Result<Report, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Report(tx)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    pub async fn shutdown(&self) -> Result<(), Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Shutdown(tx)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+}
+
+struct Driver {
+    core: Agent,
+    launcher: Arc<dyn Launcher>,
+    exec: ExecutorLaunch,
+    master: Option<MasterSink>,
+    executors: HashMap<ExecConn, ExecutorSink>,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    tx: mpsc::Sender<Command>,
+}
+
+pub fn spawn(
+    core: Agent,
+    launcher: Arc<dyn Launcher>,
+    exec: ExecutorLaunch,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(65_536);
+    let handle = Handle {
+        tx: tx.clone(),
+        next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+    };
+    let driver = Driver {
+        core,
+        launcher,
+        exec,
+        master: None,
+        executors: HashMap::new(),
+        shutdown_waiters: Vec::new(),
+        tx,
+    };
+    (handle, tokio::spawn(driver.run(rx)))
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let wait = self
+                .core
+                .poll_timeout()
+                .map(|t| t.saturating_since(Time::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd);
+                    for _ in 0..4096 {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.command(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            let now = Time::now();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
+            }
+            self.dispatch();
+            if !self.shutdown_waiters.is_empty() && self.core.is_idle() {
+                for w in self.shutdown_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Input(input) => {
+                if let Input::ExecutorDisconnected { conn } = &input {
+                    self.executors.remove(conn);
+                }
+                self.core.handle(Time::now(), input);
+            }
+            Command::MasterSession(sink) => self.master = sink,
+            Command::AttachExecutor { conn, sink } => {
+                self.executors.insert(conn, sink);
+            }
+            Command::Report(reply) => {
+                let (tasks, frameworks) = self.core.report();
+                let _ = reply.send(Report {
+                    agent_id: self.core.agent_id().cloned(),
+                    tasks,
+                    frameworks,
+                });
+            }
+            Command::Shutdown(reply) => {
+                self.core.handle(Time::now(), Input::Shutdown);
+                self.shutdown_waiters.push(reply);
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::ToMaster {
+                    framework_id,
+                    status,
+                } => {
+                    if let Some(master) = &self.master {
+                        let msg = pb::AgentMessage {
+                            message: Some(pb::agent_message::Message::StatusUpdate(
+                                pb::StatusUpdate {
+                                    framework_id: framework_id.to_string(),
+                                    status: Some(task_status_to_pb(&status)),
+                                },
+                            )),
+                        };
+                        // A full queue drops the send; the update stays
+                        // queued in the core and is re-sent.
+                        let _ = master.try_send(msg);
+                    }
+                }
+                Output::Launch(spec) => self.launch(spec),
+                Output::Destroy { container_id } => {
+                    let launcher = self.launcher.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = launcher.destroy(&container_id) {
+                            tracing::error!(%container_id, error = %e, "cannot destroy container");
+                        }
+                    });
+                }
+                Output::ToExecutor { conn, command } => {
+                    let Some(sink) = self.executors.get(&conn) else {
+                        continue;
+                    };
+                    if sink.try_send(Ok(executor_event(&command))).is_err() {
+                        tracing::warn!(
+                            conn = conn.0,
+                            "executor is not reading its stream; closing it"
+                        );
+                        self.executors.remove(&conn);
+                    }
+                }
+                Output::CloseExecutor { conn } => {
+                    self.executors.remove(&conn);
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, spec: LaunchSpec) {
+        let sandbox = self.exec.work_dir.join(&spec.sandbox);
+        let container_id = spec.container_id.clone();
+        let failed = |driver: &mut Driver, message: String| {
+            tracing::error!(%container_id, %message, "container launch failed");
+            driver.core.handle(
+                Time::now(),
+                Input::ContainerLaunchFailed {
+                    container_id: container_id.clone(),
+                    message,
+                },
+            );
+        };
+        if let Err(e) = std::fs::create_dir_all(&sandbox) {
+            failed(
+                self,
+                format!("cannot create sandbox {}: {e}", sandbox.display()),
+            );
+            return;
+        }
+        let agent_id = self
+            .core
+            .agent_id()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let framework_id = spec
+            .framework
+            .id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let sandbox_str = sandbox.display().to_string();
+        let env = vec![
+            (
+                "MESOS_AGENT_ENDPOINT".into(),
+                self.exec.agent_endpoint.clone(),
+            ),
+            ("MESOS_FRAMEWORK_ID".into(), framework_id),
+            ("MESOS_EXECUTOR_ID".into(), spec.executor_id.to_string()),
+            ("MESOS_DIRECTORY".into(), sandbox_str.clone()),
+            ("MESOS_SANDBOX".into(), sandbox_str),
+            (
+                "MESOS_CHECKPOINT".into(),
+                if spec.framework.checkpoint { "1" } else { "0" }.into(),
+            ),
+            (
+                "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".into(),
+                format!("{}secs", spec.shutdown_grace.as_secs()),
+            ),
+            ("MESOS_SLAVE_ID".into(), agent_id.clone()),
+            ("MESOS_AGENT_ID".into(), agent_id),
+            (
+                "MESOS_SLAVE_PID".into(),
+                format!("slave(1)@{}", self.exec.agent_endpoint),
+            ),
+            ("CAIRN_CONTAINER_ID".into(), spec.container_id.to_string()),
+        ];
+        let container = ContainerSpec {
+            container_id: spec.container_id.clone(),
+            program: self.exec.program.clone(),
+            args: self.exec.args.clone(),
+            env,
+            sandbox,
+            resources: spec.resources.clone(),
+            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+        };
+        match self.launcher.launch(container) {
+            Ok(launched) => {
+                tracing::debug!(container_id = %spec.container_id, pid = launched.pid, "executor started");
+                let tx = self.tx.clone();
+                let container_id = spec.container_id.clone();
+                tokio::spawn(async move {
+                    let termination = launched.exited.await.unwrap_or_else(|_| Termination {
+                        message: Some("the launcher lost track of the executor".into()),
+                        ..Termination::default()
+                    });
+                    let _ = tx
+                        .send(Command::Input(Input::ContainerExited {
+                            container_id,
+                            termination,
+                        }))
+                        .await;
+                });
+            }
+            Err(e) => failed(self, e.to_string()),
+        }
+    }
+}
+
+fn executor_event(c: &ExecutorCommand) -> pb::ExecutorEvent {
+    use pb::executor_event::Event as E;
+    let event = match c {
+        ExecutorCommand::Launch { task, framework } => E::Launch(pb::LaunchTask {
+            task: Some(task_info_to_pb(task)),
+            framework: Some(framework_info_to_pb(framework)),
+        }),
+        ExecutorCommand::Kill { task_id, grace } => E::Kill(pb::ExecutorKill {
+            task_id: task_id.to_string(),
+            grace_period_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        }),
+        ExecutorCommand::Acknowledged { task_id, uuid } => {
+            E::Acknowledged(pb::ExecutorAcknowledged {
+                task_id: task_id.to_string(),
+                uuid: uuid.0.to_vec(),
+            })
+        }
+        ExecutorCommand::Shutdown { grace } => E::Shutdown(pb::ExecutorShutdown {
+            grace_period_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        }),
+    };
+    pb::ExecutorEvent { event: Some(event) }
+}
+
+/// A container id as the files API shows it.
+pub fn container_dir(work_dir: &std::path::Path, fw: &str, exec: &str, c: &ContainerId) -> PathBuf {
+    work_dir
+        .join("frameworks")
+        .join(fw)
+        .join("executors")
+        .join(exec)
+        .join("runs")
+        .join(c.as_str())
+}

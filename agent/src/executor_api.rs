@@ -1,0 +1,129 @@
+//! The executor link: executors connect back to their agent over loopback,
+//! subscribe, send status updates, and receive launches, kills and
+//! acknowledgements.
+
+use cairn_agent_core::Input;
+use cairn_model::convert::task_status_from_pb;
+use cairn_model::runtime::NotifyOnDrop;
+use cairn_model::{ExecutorId, FrameworkId, Source};
+use cairn_proto as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::driver::{CONNECTION_QUEUE, Command, Handle};
+
+#[derive(Debug, Clone)]
+pub struct ExecutorLinkService {
+    pub handle: Handle,
+}
+
+type EventStream = NotifyOnDrop<ReceiverStream<Result<pb::ExecutorEvent, Status>>>;
+
+fn stopped(_: crate::driver::Stopped) -> Status {
+    Status::unavailable("the agent is shutting down")
+}
+
+#[tonic::async_trait]
+impl pb::executor_link_server::ExecutorLink for ExecutorLinkService {
+    type SessionStream = EventStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::ExecutorMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the session ended before SUBSCRIBE"))?;
+        let Some(pb::executor_message::Message::Subscribe(sub)) = first.message else {
+            return Err(Status::invalid_argument(
+                "the first message must be SUBSCRIBE",
+            ));
+        };
+        let framework_id = FrameworkId::parse("subscribe.framework_id", &sub.framework_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let executor_id = ExecutorId::parse("subscribe.executor_id", &sub.executor_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let conn = self.handle.new_conn();
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        self.handle
+            .send(Command::AttachExecutor {
+                conn,
+                sink: tx.clone(),
+            })
+            .await
+            .map_err(stopped)?;
+        self.handle
+            .input(Input::ExecutorSubscribed {
+                conn,
+                framework_id,
+                executor_id,
+            })
+            .await
+            .map_err(stopped)?;
+        // Updates the executor sent before a restart of the agent, which the
+        // agent may not have stored: taken again (duplicates are harmless).
+        let mut replay = Vec::new();
+        for (i, s) in sub.unacknowledged_updates.iter().enumerate() {
+            match task_status_from_pb(
+                &format!("subscribe.unacknowledged_updates[{i}]"),
+                s,
+                Source::Executor,
+            ) {
+                Ok(status) => replay.push(status),
+                Err(e) => return Err(Status::invalid_argument(e.to_string())),
+            }
+        }
+        for status in replay {
+            let _ = self
+                .handle
+                .input(Input::ExecutorUpdate { conn, status })
+                .await;
+        }
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
+                };
+                match msg.message {
+                    Some(pb::executor_message::Message::Update(u)) => {
+                        let Some(status) = u.status else { continue };
+                        match task_status_from_pb("update.status", &status, Source::Executor) {
+                            Ok(status) => {
+                                if handle
+                                    .input(Input::ExecutorUpdate { conn, status })
+                                    .await
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.try_send(Err(Status::invalid_argument(e.to_string())));
+                                break;
+                            }
+                        }
+                    }
+                    Some(pb::executor_message::Message::Subscribe(_)) | None => {
+                        let _ = tx.try_send(Err(Status::invalid_argument(
+                            "SUBSCRIBE is only valid as the first message",
+                        )));
+                        break;
+                    }
+                }
+            }
+            handle.input_later(Input::ExecutorDisconnected { conn });
+        });
+        let handle = self.handle.clone();
+        Ok(Response::new(NotifyOnDrop::new(
+            ReceiverStream::new(rx),
+            move || {
+                handle.input_later(Input::ExecutorDisconnected { conn });
+            },
+        )))
+    }
+}

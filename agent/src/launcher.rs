@@ -1,0 +1,213 @@
+//! The launcher seam: starting and destroying containers. The `posix`
+//! launcher (process sessions only) lives here; isolating launchers implement
+//! the same trait.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cairn_agent_core::Termination;
+use cairn_model::{ContainerId, Resources};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+/// What to start in a new container: the executor program and its context.
+#[derive(Clone, Debug)]
+pub struct ContainerSpec {
+    pub container_id: ContainerId,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Absolute path; exists before `launch` is called.
+    pub sandbox: PathBuf,
+    pub resources: Resources,
+    /// Unix user to run as; `None` runs as the agent's user.
+    pub user: Option<String>,
+}
+
+/// A started container.
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: u32,
+    /// Yields once, when the executor process has ended.
+    pub exited: oneshot::Receiver<Termination>,
+}
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start executor {program} for container {container}: {source}")]
+    Spawn {
+        container: ContainerId,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot kill the processes of container {container}: {reason}")]
+    Destroy {
+        container: ContainerId,
+        reason: String,
+    },
+}
+
+/// Starts and destroys containers.
+///
+/// Contract: `launch` returns once the executor process exists, and its
+/// `exited` yields exactly once, when that process ends. `destroy` kills every
+/// process of the container (the executor and all it started) and releases
+/// what `launch` set up; it is idempotent and succeeds for a container the
+/// launcher does not know (already destroyed, or from before a restart).
+/// Both are called from the agent's driver and must not block for long.
+pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
+    /// The isolation this launcher provides, for logs and `/state`.
+    fn name(&self) -> &'static str;
+    fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError>;
+    fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError>;
+}
+
+/// Process sessions only: the executor starts in a session of its own, and
+/// destroying the container kills every process still in that session. A
+/// process that starts a new session itself escapes it; only cgroups contain
+/// that. Tasks run as the agent's user.
+#[derive(Debug, Default)]
+pub struct PosixLauncher {
+    sessions: Mutex<HashMap<ContainerId, i32>>,
+}
+
+impl PosixLauncher {
+    pub fn new() -> Self {
+        PosixLauncher::default()
+    }
+}
+
+/// Pids of the processes in session `sid`, read from `/proc`.
+pub fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name may hold spaces and parentheses; the
+                    // fields after its closing parenthesis are fixed:
+                    // state ppid pgrp session ... Zombies are already dead
+                    // (their parent reaps them) and are skipped.
+                    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+                    let state = fields.next()?;
+                    let session = fields.nth(2)?.parse::<i32>().ok()?;
+                    (state != "Z").then_some(session)
+                })
+                == Some(sid)
+        })
+        .collect()
+}
+
+impl Launcher for PosixLauncher {
+    fn name(&self) -> &'static str {
+        "posix"
+    }
+
+    fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
+        let log_path = spec.sandbox.join("executor.log");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|source| LaunchError::Open {
+                    path: log_path.clone(),
+                    source,
+                })
+        };
+        let (out, err) = (open()?, open()?);
+        let mut cmd = tokio::process::Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.sandbox)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(false);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only setsid(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            container: spec.container_id.clone(),
+            program: spec.program.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(spec.container_id.clone(), i32::try_from(pid).unwrap_or(0));
+        }
+        let (tx, exited) = oneshot::channel();
+        tokio::spawn(async move {
+            let termination = match child.wait().await {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    Termination {
+                        exit_code: status.code(),
+                        signal: status.signal(),
+                        reason: None,
+                        message: None,
+                    }
+                }
+                Err(e) => Termination {
+                    message: Some(format!("cannot wait for the executor: {e}")),
+                    ..Termination::default()
+                },
+            };
+            let _ = tx.send(termination);
+        });
+        Ok(Launched { pid, exited })
+    }
+
+    fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {
+        let sid = match self.sessions.lock() {
+            Ok(mut s) => s.remove(container_id),
+            Err(_) => None,
+        };
+        let Some(sid) = sid.filter(|s| *s > 1) else {
+            return Ok(());
+        };
+        // The session leader's group first, then every straggler in the
+        // session; repeat while processes fork during the kill.
+        let _ = killpg(Pid::from_raw(sid), Signal::SIGKILL);
+        for _ in 0..50 {
+            let members = session_members(sid);
+            if members.is_empty() {
+                return Ok(());
+            }
+            for pid in members {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let left = session_members(sid);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(LaunchError::Destroy {
+                container: container_id.clone(),
+                reason: format!("processes {left:?} survived SIGKILL"),
+            })
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The Cairn agent server: the driver around the agent's core
+//! (`cairn-agent-core`), the session with the master, the executor link and
+//! the HTTP endpoints (all on one port), and the launcher that starts
+//! executor processes.
+
+pub mod command_executor;
+pub mod driver;
+pub mod executor_api;
+pub mod http;
+pub mod launcher;
+mod master_link;
+pub mod resources;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_agent_core::{Agent, AgentConfig, RetryPolicy};
+use cairn_model::{AgentInfo, Resources, parse_attributes};
+use cairn_proto as pb;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::driver::ExecutorLaunch;
+use crate::launcher::{Launcher, PosixLauncher};
+
+/// The agent's flags (shared by `cairn-agent` and `cairn local`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// The master, as host:port.
+    #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: String,
+    /// Address for the agent's API (executors, sandbox files).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub listen: SocketAddr,
+    /// Where sandboxes live.
+    #[arg(long, default_value = "/tmp/cairn-agent")]
+    pub work_dir: PathBuf,
+    /// Resources to offer, Mesos syntax: "cpus:4;mem:8192;disk:20000;ports:[31000-32000]".
+    /// Default: detected from the host.
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Attributes, e.g. "rack:r1;zone:a".
+    #[arg(long)]
+    pub attributes: Option<String>,
+    /// Hostname to advertise (default: the listen address's host).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// How the agent contains tasks. Only "posix" (process sessions) is
+    /// built so far.
+    #[arg(long, default_value = "posix")]
+    pub isolation: String,
+    /// An executor that has not subscribed this long after launch fails.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    pub executor_registration_timeout: Duration,
+    /// Time executors get to end their tasks when shut down.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub executor_shutdown_grace_period: Duration,
+    /// SIGTERM-to-SIGKILL grace for kills that name none.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    pub kill_grace_period: Duration,
+    /// First re-send interval of an unacknowledged status update (doubles up
+    /// to 10 min).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub status_update_retry_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid --resources: {0}")]
+    Resources(#[source] cairn_model::ModelError),
+    #[error("invalid --attributes: {0}")]
+    Attributes(#[source] cairn_model::ModelError),
+    #[error("cannot create the work directory {path}: {source}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("isolation {0:?} is not available; this build has: posix")]
+    Isolation(String),
+    #[error("cannot read the listening address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("the agent's server failed: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// The program executors are started with: this binary, `executor`.
+pub fn default_executor() -> (PathBuf, Vec<String>) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cairn-agent"));
+    (exe, vec!["executor".into()])
+}
+
+/// Runs an agent on `listener` until `shutdown` completes; then ends every
+/// executor (killing its tasks) before returning.
+pub async fn serve(
+    args: AgentArgs,
+    listener: TcpListener,
+    executor: (PathBuf, Vec<String>),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let addr = listener.local_addr().map_err(AgentError::LocalAddr)?;
+    std::fs::create_dir_all(&args.work_dir).map_err(|source| AgentError::WorkDir {
+        path: args.work_dir.clone(),
+        source,
+    })?;
+    let work_dir = args
+        .work_dir
+        .canonicalize()
+        .unwrap_or(args.work_dir.clone());
+    let resources = match &args.resources {
+        Some(r) => Resources::parse(r).map_err(AgentError::Resources)?,
+        None => resources::detect(&work_dir),
+    };
+    let attributes = match &args.attributes {
+        Some(a) => parse_attributes(a).map_err(AgentError::Attributes)?,
+        None => Vec::new(),
+    };
+    let launcher: Arc<dyn Launcher> = match args.isolation.as_str() {
+        "posix" => Arc::new(PosixLauncher::new()),
+        other => return Err(AgentError::Isolation(other.to_string())),
+    };
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let info = AgentInfo {
+        hostname: hostname.clone(),
+        address: addr.to_string(),
+        resources: resources.clone(),
+        attributes,
+    };
+    let config = AgentConfig {
+        retry: RetryPolicy {
+            initial: args.status_update_retry_interval,
+            max: Duration::from_secs(600),
+        },
+        executor_registration_timeout: args.executor_registration_timeout,
+        executor_shutdown_grace: args.executor_shutdown_grace_period,
+        default_kill_grace: args.kill_grace_period,
+        ..AgentConfig::default()
+    };
+    let core = Agent::new(config, rand::random());
+    let (handle, _driver) = driver::spawn(
+        core,
+        launcher.clone(),
+        ExecutorLaunch {
+            program: executor.0,
+            args: executor.1,
+            work_dir: work_dir.clone(),
+            agent_endpoint: addr.to_string(),
+        },
+    );
+    tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
+
+    let http_state = http::HttpState {
+        handle: handle.clone(),
+        work_dir: Arc::new(work_dir),
+        info: Arc::new(json!({
+            "hostname": hostname,
+            "pid": format!("slave(1)@{addr}"),
+            "version": cairn_model::VERSION,
+            "resources": resources.to_string(),
+            "isolation": launcher.name(),
+        })),
+    };
+    let executors =
+        pb::executor_link_server::ExecutorLinkServer::new(executor_api::ExecutorLinkService {
+            handle: handle.clone(),
+        });
+    let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);
+    let app = http::router(http_state).route_service(
+        &format!(
+            "/{}/{{*rest}}",
+            <pb::executor_link_server::ExecutorLinkServer<executor_api::ExecutorLinkService> as tonic::server::NamedService>::NAME
+        ),
+        executors.map_request(to_tonic),
+    );
+    let link = tokio::spawn(master_link::run(handle.clone(), args.master.clone(), info));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    shutdown.await;
+    tracing::info!("agent stopping: ending every executor");
+    link.abort();
+    let grace = args.executor_shutdown_grace_period
+        + AgentConfig::default().kill_escalation
+        + Duration::from_secs(2);
+    if tokio::time::timeout(grace, handle.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("executors did not end within {grace:?}");
+    }
+    server.abort();
+    Ok(())
+}
+
+impl AgentArgs {
+    /// The flags' defaults, with the four settings every embedded agent
+    /// needs (used by `cairn local` and tests).
+    pub fn defaults(
+        master: String,
+        listen: SocketAddr,
+        work_dir: PathBuf,
+        resources: Option<String>,
+    ) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: AgentArgs,
+        }
+        use clap::Parser;
+        let mut args = Wrapper::parse_from(["cairn-agent"]).args;
+        args.master = master;
+        args.listen = listen;
+        args.work_dir = work_dir;
+        args.resources = resources;
+        args
+    }
+}

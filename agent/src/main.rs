@@ -1,0 +1,37 @@
+use clap::Parser;
+
+/// The Cairn agent.
+#[derive(Parser, Debug)]
+#[command(name = "cairn-agent", version)]
+struct Cli {
+    #[command(flatten)]
+    agent: cairn_agent::AgentArgs,
+    /// Log format: human or json.
+    #[arg(long, default_value = "human")]
+    log_format: cairn_model::runtime::LogFormat,
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cairn-agent executor` is how the agent starts its command executors.
+    if std::env::args().nth(1).as_deref() == Some("executor") {
+        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
+        cairn_agent::command_executor::main()?;
+        return Ok(());
+    }
+    let cli = Cli::parse();
+    cairn_model::runtime::init_logging(cli.log_format);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cli.agent.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.agent.listen))?;
+        cairn_agent::serve(
+            cli.agent,
+            listener,
+            cairn_agent::default_executor(),
+            cairn_model::runtime::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })
+}

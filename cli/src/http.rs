@@ -1,0 +1,92 @@
+//! A minimal HTTP/1 GET client for the master's and agents' JSON endpoints.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid URL {0}")]
+    Url(String),
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} did not return JSON: {reason}")]
+    Json { url: String, reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        HttpClient {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Bytes, HttpError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
+        let resp = self
+            .client
+            .get(uri)
+            .await
+            .map_err(|e| HttpError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| HttpError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(HttpError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body)
+                    .trim()
+                    .chars()
+                    .take(500)
+                    .collect(),
+            });
+        }
+        Ok(body)
+    }
+
+    pub async fn get_json(&self, url: &str) -> Result<Value, HttpError> {
+        let body = self.get(url).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Json {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

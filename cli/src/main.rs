@@ -1,0 +1,85 @@
+//! `cairn`: the command-line interface.
+
+mod get;
+mod http;
+mod local;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Cairn: a two-level resource-offer cluster scheduler.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version)]
+struct Cli {
+    /// The master, as host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_MASTER",
+        default_value = "127.0.0.1:5050"
+    )]
+    master: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// A master and agents in this process: a cluster on one machine.
+    Local(local::LocalArgs),
+    /// Run one command as a task; print its output; exit with its status.
+    Run(run::RunArgs),
+    /// List agents, frameworks or tasks.
+    Get {
+        kind: get::Kind,
+        /// Output format.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: get::Format,
+    },
+}
+
+fn main() {
+    // `cairn executor` is how agents of `cairn local` start command executors.
+    if std::env::args().nth(1).as_deref() == Some("executor") {
+        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
+        if let Err(e) = cairn_agent::command_executor::main() {
+            eprintln!("executor: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Local(_)) {
+        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
+    } else if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: set before any thread is started.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
+    } else {
+        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async {
+        match cli.command {
+            Command::Local(args) => local::run(args).await.map(|()| 0),
+            Command::Run(args) => run::run(&cli.master, args).await,
+            Command::Get { kind, output } => get::run(&cli.master, kind, output).await.map(|()| 0),
+        }
+    });
+    match code {
+        Ok(code) => {
+            drop(rt);
+            std::process::exit(code);
+        }
+        Err(e) => {
+            eprintln!("cairn: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,414 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_model::convert::{
+    framework_info_to_pb, offer_from_pb, task_info_to_pb, task_status_from_pb,
+};
+use cairn_model::{
+    AgentId, ExecutorId, FrameworkId, FrameworkInfo, Offer, OfferId, Role, Source, TaskId,
+    TaskInfo, TaskStatus,
+};
+use cairn_proto as pb;
+use pb::scheduler_client::SchedulerClient;
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use crate::Scheduler;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    #[error("invalid master address {0:?}")]
+    Address(String),
+    #[error("the framework is not subscribed (yet)")]
+    NotSubscribed,
+    #[error("the master refused the call: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("the master reported an error: {0}")]
+    Master(String),
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+}
+
+/// Runs a [`Scheduler`] against a master.
+#[derive(Debug, Clone)]
+pub struct SchedulerDriver {
+    master: String,
+    info: FrameworkInfo,
+    auto_ack: bool,
+    suppressed_roles: Vec<Role>,
+}
+
+impl SchedulerDriver {
+    /// `master` is `host:port`.
+    pub fn new(master: impl Into<String>, info: FrameworkInfo) -> Self {
+        SchedulerDriver {
+            master: master.into(),
+            info,
+            auto_ack: true,
+            suppressed_roles: Vec::new(),
+        }
+    }
+
+    /// Leaves acknowledging updates to the scheduler ([`Driver::acknowledge`]).
+    pub fn manual_acknowledgements(mut self) -> Self {
+        self.auto_ack = false;
+        self
+    }
+
+    /// Subscribes with offers suppressed for these roles.
+    pub fn suppressed(mut self, roles: Vec<Role>) -> Self {
+        self.suppressed_roles = roles;
+        self
+    }
+
+    /// Runs until [`Driver::stop`] or [`Driver::teardown`], or until the
+    /// master reports an error (the framework was removed, say). A broken
+    /// connection is not an error: the driver re-subscribes with backoff.
+    pub async fn run<S: Scheduler>(self, mut scheduler: S) -> Result<(), SdkError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.master))
+            .map_err(|_| SdkError::Address(self.master.clone()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let client = SchedulerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let driver = Driver {
+            inner: Arc::new(Inner {
+                client: client.clone(),
+                session: Mutex::new(None),
+                stopped: AtomicBool::new(false),
+                stop: Notify::new(),
+                master: self.master.clone(),
+            }),
+        };
+        let mut info = self.info.clone();
+        let mut backoff = BACKOFF_MIN;
+        let mut newest_epoch = 0;
+        loop {
+            if driver.is_stopped() {
+                return Ok(());
+            }
+            let request = pb::SubscribeRequest {
+                framework_info: Some(framework_info_to_pb(&info)),
+                suppressed_roles: self
+                    .suppressed_roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            };
+            let mut client = client.clone();
+            let stream = tokio::select! {
+                r = client.subscribe(request) => r,
+                () = driver.inner.stop.notified() => return Ok(()),
+            };
+            match stream {
+                Ok(response) => {
+                    let mut events = response.into_inner();
+                    loop {
+                        let msg = tokio::select! {
+                            m = events.message() => m,
+                            () = driver.inner.stop.notified() => return Ok(()),
+                        };
+                        let event = match msg {
+                            Ok(Some(e)) => e,
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(%status, "event stream broke");
+                                break;
+                            }
+                        };
+                        if event.epoch < newest_epoch {
+                            continue;
+                        }
+                        newest_epoch = event.epoch;
+                        if let Some(e) = event.event
+                            && let Some(id) = self.dispatch(&driver, &mut scheduler, e).await?
+                        {
+                            info.id = Some(id);
+                            backoff = BACKOFF_MIN;
+                        }
+                        if driver.is_stopped() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    return Err(SdkError::Master(status.message().to_string()));
+                }
+                Err(status) => {
+                    tracing::debug!(%status, "cannot subscribe; retrying");
+                }
+            }
+            if let Ok(mut s) = driver.inner.session.lock() {
+                *s = None;
+            }
+            scheduler.disconnected(&driver).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = driver.inner.stop.notified() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Handles one event; returns the framework id on SUBSCRIBED.
+    async fn dispatch<S: Scheduler>(
+        &self,
+        driver: &Driver,
+        scheduler: &mut S,
+        event: pb::event::Event,
+    ) -> Result<Option<FrameworkId>, SdkError> {
+        use pb::event::Event as E;
+        match event {
+            E::Subscribed(s) => {
+                let id = FrameworkId::parse("subscribed.framework_id", &s.framework_id)
+                    .map_err(|e| SdkError::Master(e.to_string()))?;
+                if let Ok(mut session) = driver.inner.session.lock() {
+                    *session = Some((id.clone(), s.stream_id.clone()));
+                }
+                scheduler.subscribed(driver, &id).await;
+                return Ok(Some(id));
+            }
+            E::Offers(o) => {
+                let offers: Vec<Offer> = o
+                    .offers
+                    .iter()
+                    .filter_map(|o| match offer_from_pb("offer", o) {
+                        Ok(o) => Some(o),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed offer ignored");
+                            None
+                        }
+                    })
+                    .collect();
+                if !offers.is_empty() {
+                    scheduler.offers(driver, offers).await;
+                }
+            }
+            E::Rescind(r) => {
+                if let Ok(id) = OfferId::parse("rescind.offer_id", &r.offer_id) {
+                    scheduler.rescinded(driver, &id).await;
+                }
+            }
+            E::Update(u) => {
+                let Some(status) = u.status else {
+                    return Ok(None);
+                };
+                match task_status_from_pb("update.status", &status, Source::Master) {
+                    Ok(status) => {
+                        scheduler.update(driver, &status).await;
+                        // A stopped driver leaves the update unacknowledged:
+                        // it is delivered again if the framework comes back.
+                        if self.auto_ack
+                            && status.uuid.is_some()
+                            && !driver.is_stopped()
+                            && let Err(e) = driver.acknowledge(&status).await
+                        {
+                            tracing::warn!(error = %e, task_id = %status.task_id, "acknowledgement failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "malformed status update ignored"),
+                }
+            }
+            E::Failure(f) => {
+                if let Ok(agent) = AgentId::parse("failure.agent_id", &f.agent_id) {
+                    let executor = ExecutorId::parse("failure.executor_id", &f.executor_id).ok();
+                    scheduler
+                        .failure(driver, &agent, executor.as_ref(), f.status)
+                        .await;
+                }
+            }
+            E::Error(e) => {
+                scheduler.error(driver, &e.message).await;
+                return Err(SdkError::Master(e.message));
+            }
+            E::Heartbeat(_) => {}
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: SchedulerClient<Channel>,
+    /// Framework id and stream id of the current subscription.
+    session: Mutex<Option<(FrameworkId, String)>>,
+    stopped: AtomicBool,
+    stop: Notify,
+    master: String,
+}
+
+/// The scheduler's handle for calls to the master. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    inner: Arc<Inner>,
+}
+
+impl Driver {
+    /// The master's `host:port`.
+    pub fn master(&self) -> &str {
+        &self.inner.master
+    }
+
+    pub fn framework_id(&self) -> Option<FrameworkId> {
+        self.inner
+            .session
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(id, _)| id.clone()))
+    }
+
+    /// Ends [`SchedulerDriver::run`] after the current callback. The
+    /// framework stays registered for its failover timeout.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.stop.notify_waiters();
+        self.inner.stop.notify_one();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    async fn call(&self, call: pb::scheduler_call::Call) -> Result<(), SdkError> {
+        let (framework_id, stream_id) = self
+            .inner
+            .session
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or(SdkError::NotSubscribed)?;
+        let mut client = self.inner.client.clone();
+        client
+            .call(pb::SchedulerCall {
+                framework_id: framework_id.to_string(),
+                stream_id,
+                call: Some(call),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Launches `tasks` on the offers (all on one agent). What the tasks do
+    /// not use is refused for `refuse` (default 5 s).
+    pub async fn accept(
+        &self,
+        offer_ids: &[OfferId],
+        tasks: Vec<TaskInfo>,
+        refuse: Option<Duration>,
+    ) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Accept(
+            pb::scheduler_call::Accept {
+                offer_ids: offer_ids.iter().map(ToString::to_string).collect(),
+                operations: vec![pb::Operation {
+                    operation: Some(pb::operation::Operation::Launch(pb::operation::Launch {
+                        tasks: tasks.iter().map(task_info_to_pb).collect(),
+                    })),
+                }],
+                filters: Some(pb::Filters {
+                    refuse_seconds: refuse.map(|d| d.as_secs_f64()),
+                }),
+            },
+        ))
+        .await
+    }
+
+    /// Launches `tasks` on one offer.
+    pub async fn launch(&self, offer: &Offer, tasks: Vec<TaskInfo>) -> Result<(), SdkError> {
+        self.accept(std::slice::from_ref(&offer.id), tasks, None)
+            .await
+    }
+
+    /// Declines offers; like resources are not offered again for `refuse`
+    /// (default 5 s).
+    pub async fn decline(
+        &self,
+        offer_ids: &[OfferId],
+        refuse: Option<Duration>,
+    ) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Decline(
+            pb::scheduler_call::Decline {
+                offer_ids: offer_ids.iter().map(ToString::to_string).collect(),
+                filters: Some(pb::Filters {
+                    refuse_seconds: refuse.map(|d| d.as_secs_f64()),
+                }),
+            },
+        ))
+        .await
+    }
+
+    /// Resumes offers (all roles) and clears decline filters.
+    pub async fn revive(&self) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Revive(
+            pb::scheduler_call::Revive { roles: vec![] },
+        ))
+        .await
+    }
+
+    /// Stops offers (all roles) until [`Driver::revive`].
+    pub async fn suppress(&self) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Suppress(
+            pb::scheduler_call::Suppress { roles: vec![] },
+        ))
+        .await
+    }
+
+    /// Kills a task (SIGTERM, then SIGKILL after its grace period).
+    pub async fn kill(&self, task_id: &TaskId, grace: Option<Duration>) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Kill(pb::scheduler_call::Kill {
+            task_id: task_id.to_string(),
+            agent_id: String::new(),
+            kill_policy: grace.map(|g| pb::KillPolicy {
+                grace_period_ms: Some(u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
+            }),
+        }))
+        .await
+    }
+
+    /// Asks for the state of `tasks` (every live task when empty); the
+    /// answers arrive as updates.
+    pub async fn reconcile(&self, tasks: &[(TaskId, Option<AgentId>)]) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Reconcile(
+            pb::scheduler_call::Reconcile {
+                tasks: tasks
+                    .iter()
+                    .map(|(t, a)| pb::scheduler_call::reconcile::Task {
+                        task_id: t.to_string(),
+                        agent_id: a.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+        ))
+        .await
+    }
+
+    /// Acknowledges an update (needed only with manual acknowledgements).
+    /// Updates without a uuid (made by the master) need none.
+    pub async fn acknowledge(&self, status: &TaskStatus) -> Result<(), SdkError> {
+        let (Some(uuid), Some(agent)) = (status.uuid, status.agent_id.as_ref()) else {
+            return Ok(());
+        };
+        self.call(pb::scheduler_call::Call::Acknowledge(
+            pb::scheduler_call::Acknowledge {
+                agent_id: agent.to_string(),
+                task_id: status.task_id.to_string(),
+                uuid: uuid.0.to_vec(),
+            },
+        ))
+        .await
+    }
+
+    /// Removes the framework: its tasks are killed. Then stops the driver.
+    pub async fn teardown(&self) -> Result<(), SdkError> {
+        let r = self
+            .call(pb::scheduler_call::Call::Teardown(
+                pb::scheduler_call::Teardown {},
+            ))
+            .await;
+        self.stop();
+        r
+    }
+}

@@ -1,0 +1,109 @@
+//! `cairn-sdk`: write Cairn frameworks in Rust.
+//!
+//! Implement [`Scheduler`] and hand it to a [`SchedulerDriver`]. The driver
+//! subscribes to the master, calls your scheduler for each event, sends your
+//! calls ([`Driver::launch`], [`Driver::decline`], ...), acknowledges status
+//! updates after your `update` returns (unless told not to), and re-subscribes
+//! with the same framework id if the connection to the master breaks.
+//!
+//! ```no_run
+//! use cairn_sdk::{Driver, FrameworkInfo, Offer, Scheduler, SchedulerDriver, TaskBuilder, TaskStatus};
+//!
+//! struct Hello { launched: bool }
+//!
+//! impl Scheduler for Hello {
+//!     async fn offers(&mut self, driver: &Driver, offers: Vec<Offer>) {
+//!         for offer in offers {
+//!             if self.launched {
+//!                 driver.decline(&[offer.id], None).await.ok();
+//!                 continue;
+//!             }
+//!             let task = TaskBuilder::new("hello")
+//!                 .cpus(0.1)
+//!                 .mem(32.0)
+//!                 .shell("echo hello")
+//!                 .build(&offer.agent_id)
+//!                 .expect("a valid task");
+//!             driver.launch(&offer, vec![task]).await.ok();
+//!             self.launched = true;
+//!         }
+//!     }
+//!     async fn update(&mut self, driver: &Driver, status: &TaskStatus) {
+//!         if status.state.is_terminal() {
+//!             driver.stop();
+//!         }
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), cairn_sdk::SdkError> {
+//! SchedulerDriver::new("127.0.0.1:5050", FrameworkInfo::new("hello", "nobody"))
+//!     .run(Hello { launched: false })
+//!     .await
+//! # }
+//! ```
+
+mod builder;
+mod driver;
+
+pub use builder::TaskBuilder;
+pub use cairn_model::{
+    AgentId, Capability, CommandInfo, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy, Offer,
+    OfferId, Reason, Resources, Role, Source, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
+};
+pub use driver::{Driver, SchedulerDriver, SdkError};
+
+use std::future::Future;
+
+/// A framework's scheduler: what it does with offers and task updates.
+///
+/// Callbacks run one at a time, in event order. Every method but `offers`
+/// and `update` has a default that does nothing.
+pub trait Scheduler: Send {
+    /// The master accepted the subscription (also after a re-subscription).
+    fn subscribed(
+        &mut self,
+        _driver: &Driver,
+        _framework_id: &FrameworkId,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Resources offered to this framework. Each offer must be used
+    /// ([`Driver::launch`] or [`Driver::accept`]) or declined, or it stays
+    /// outstanding, holding its resources, until the master rescinds it.
+    fn offers(&mut self, driver: &Driver, offers: Vec<Offer>) -> impl Future<Output = ()> + Send;
+
+    /// An offer is no longer valid.
+    fn rescinded(
+        &mut self,
+        _driver: &Driver,
+        _offer_id: &OfferId,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// A task's state changed. With automatic acknowledgements (the
+    /// default), the update is acknowledged once this returns.
+    fn update(&mut self, driver: &Driver, status: &TaskStatus) -> impl Future<Output = ()> + Send;
+
+    /// An agent was lost (`executor_id` none), or an executor ended.
+    fn failure(
+        &mut self,
+        _driver: &Driver,
+        _agent_id: &AgentId,
+        _executor_id: Option<&ExecutorId>,
+        _status: Option<i32>,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The master reported an error (for example, the framework was removed).
+    fn error(&mut self, _driver: &Driver, _message: &str) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The connection to the master broke; the driver re-subscribes.
+    fn disconnected(&mut self, _driver: &Driver) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}

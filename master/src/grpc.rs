@@ -1,0 +1,188 @@
+//! The gRPC doors into the core: the Scheduler API for frameworks and the
+//! agent link. Handlers only convert and forward; the core decides.
+
+use cairn_master_core::{CallError, Input};
+use cairn_model::runtime::NotifyOnDrop;
+use cairn_proto as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{call_from_pb, register_from_pb, status_update_from_pb, subscribe_from_pb};
+use crate::driver::{CONNECTION_QUEUE, Handle, Sink, Stopped};
+
+/// Largest message accepted from a client (4 MiB, tonic's default, stated).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl From<Stopped> for Status {
+    fn from(_: Stopped) -> Status {
+        Status::unavailable("the master is shutting down")
+    }
+}
+
+pub fn call_error_status(e: &CallError) -> Status {
+    match e {
+        CallError::UnknownFramework(_) => Status::not_found(e.to_string()),
+        CallError::RemovedFramework(_) => Status::permission_denied(e.to_string()),
+        CallError::NotSubscribed(_) | CallError::StaleStream { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        CallError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
+/// A connection's outbound stream. When the client goes away (or the driver
+/// closes the stream), dropping it reports the disconnection to the core.
+pub type ConnStream<T> = NotifyOnDrop<ReceiverStream<Result<T, Status>>>;
+
+fn conn_stream<T>(
+    rx: mpsc::Receiver<Result<T, Status>>,
+    handle: Handle,
+    on_drop: Input,
+) -> ConnStream<T> {
+    NotifyOnDrop::new(ReceiverStream::new(rx), move || handle.send_later(on_drop))
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerService {
+    pub handle: Handle,
+}
+
+#[tonic::async_trait]
+impl pb::scheduler_server::Scheduler for SchedulerService {
+    type SubscribeStream = ConnStream<pb::Event>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (info, suppressed_roles) = subscribe_from_pb(request.get_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let conn = self.handle.new_conn();
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        self.handle.attach(conn, Sink::Framework(tx)).await?;
+        self.handle
+            .send(Input::Subscribe {
+                conn,
+                info,
+                suppressed_roles,
+            })
+            .await?;
+        Ok(Response::new(conn_stream(
+            rx,
+            self.handle.clone(),
+            Input::FrameworkDisconnected { conn },
+        )))
+    }
+
+    async fn call(
+        &self,
+        request: Request<pb::SchedulerCall>,
+    ) -> Result<Response<pb::CallReply>, Status> {
+        let (framework_id, stream_id, call) =
+            call_from_pb(request.get_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let verdict = self
+            .handle
+            .call(Input::Call {
+                framework_id,
+                stream_id,
+                call,
+            })
+            .await?;
+        verdict
+            .map(|()| Response::new(pb::CallReply {}))
+            .map_err(|e| call_error_status(&e))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentLinkService {
+    pub handle: Handle,
+}
+
+#[tonic::async_trait]
+impl pb::agent_link_server::AgentLink for AgentLinkService {
+    type SessionStream = ConnStream<pb::MasterMessage>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the session ended before REGISTER"))?;
+        let Some(pb::agent_message::Message::Register(register)) = first.message else {
+            return Err(Status::invalid_argument(
+                "the first message of a session must be REGISTER",
+            ));
+        };
+        let reg =
+            register_from_pb(&register).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let conn = self.handle.new_conn();
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        self.handle.attach(conn, Sink::Agent(tx.clone())).await?;
+        self.handle
+            .send(Input::AgentRegister {
+                conn,
+                agent_id: reg.agent_id,
+                info: reg.info,
+                tasks: reg.tasks,
+                frameworks: reg.frameworks,
+            })
+            .await?;
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(conn = conn.0, %status, "agent session ended");
+                        break;
+                    }
+                };
+                let input = match msg.message {
+                    Some(pb::agent_message::Message::Heartbeat(_)) => {
+                        Input::AgentHeartbeat { conn }
+                    }
+                    Some(pb::agent_message::Message::StatusUpdate(u)) => {
+                        match status_update_from_pb(&u) {
+                            Ok((framework_id, status)) => Input::AgentStatusUpdate {
+                                conn,
+                                framework_id,
+                                status,
+                            },
+                            Err(e) => {
+                                // A malformed update is an agent bug: the
+                                // session ends with the reason, and the agent
+                                // re-registers.
+                                tracing::warn!(conn = conn.0, error = %e, "malformed status update from agent");
+                                let _ = tx.try_send(Err(Status::invalid_argument(e.to_string())));
+                                break;
+                            }
+                        }
+                    }
+                    Some(pb::agent_message::Message::Register(_)) | None => {
+                        let _ = tx.try_send(Err(Status::invalid_argument(
+                            "REGISTER is only valid as the first message of a session",
+                        )));
+                        break;
+                    }
+                };
+                if handle.send(input).await.is_err() {
+                    break;
+                }
+            }
+            // The response stream's drop reports the disconnection too; the
+            // core takes only the first.
+            handle.send_later(Input::AgentDisconnected { conn });
+        });
+        Ok(Response::new(conn_stream(
+            rx,
+            self.handle.clone(),
+            Input::AgentDisconnected { conn },
+        )))
+    }
+}
