@@ -701,6 +701,8 @@ impl Agent {
             .map(|(k, _)| k.clone())
     }
 
+    /// The grace period is the kill call's, else the task's kill policy's,
+    /// else the agent's default.
     fn kill_task(
         &mut self,
         now: Time,
@@ -708,7 +710,6 @@ impl Agent {
         task_id: &TaskId,
         grace: Option<Duration>,
     ) {
-        let grace = grace.unwrap_or(self.config.default_kill_grace);
         let Some(key) = self.find_task(framework_id, task_id) else {
             if self
                 .finished
@@ -731,6 +732,7 @@ impl Agent {
             return;
         };
         let escalation = self.config.kill_escalation;
+        let default_grace = self.config.default_kill_grace;
         let Some(e) = self.executors.get_mut(&key) else {
             return;
         };
@@ -740,6 +742,9 @@ impl Agent {
         if task.state.is_terminal() {
             return;
         }
+        let grace = grace
+            .or(task.info.kill_policy.grace_period)
+            .unwrap_or(default_grace);
         task.kill_requested = true;
         if task.queued {
             // Never reached its executor: it ends here.

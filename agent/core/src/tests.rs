@@ -453,3 +453,45 @@ fn an_update_after_a_terminal_one_is_acknowledged_but_not_forwarded() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_kill_without_a_grace_uses_the_task_kill_policy() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    let mut tk = task("t");
+    tk.kill_policy.grace_period = Some(Duration::from_secs(7));
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: tk,
+        },
+    );
+    a.handle(
+        t(1),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(1),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    drain(&mut a);
+    a.handle(
+        t(2),
+        Input::KillTask {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            grace: None,
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(out.as_slice(), [Output::ToExecutor { command: ExecutorCommand::Kill { grace, .. }, .. }] if *grace == Duration::from_secs(7)),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,26 @@
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`; `None` when unreachable or not 2xx.
+pub async fn get(url: &str) -> Option<(u16, Bytes)> {
+    let resp = client().get(url.parse().ok()?).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body))
+}
+
+pub async fn get_json(url: &str) -> Option<Value> {
+    let (status, body) = get(url).await?;
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    serde_json::from_slice(&body).ok()
+}
