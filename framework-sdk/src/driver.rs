@@ -261,6 +261,12 @@ impl Driver {
             .and_then(|s| s.as_ref().map(|(id, _)| id.clone()))
     }
 
+    /// The framework id and stream id of the current subscription, for
+    /// frameworks that send calls of their own making.
+    pub fn session(&self) -> Option<(FrameworkId, String)> {
+        self.inner.session.lock().ok().and_then(|s| s.clone())
+    }
+
     /// Ends [`SchedulerDriver::run`] after the current callback. The
     /// framework stays registered for its failover timeout.
     pub fn stop(&self) {

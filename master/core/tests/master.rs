@@ -765,3 +765,42 @@ fn the_same_seed_and_inputs_give_the_same_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_reregistering_agent_brings_back_the_frameworks_it_holds_updates_for() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let mut info = FrameworkInfo::new("old", "nobody");
+    info.id = Some(cairn_model::FrameworkId::new("from-an-earlier-master"));
+    info.failover_timeout = secs(60);
+    let conn = sim.conn();
+    sim.input(Input::AgentRegister {
+        conn,
+        agent_id: Some(cairn_model::AgentId::new("earlier-agent")),
+        info: cairn_model::AgentInfo {
+            hostname: "h".into(),
+            address: "h:1".into(),
+            resources: res("cpus:1;mem:128"),
+            attributes: vec![],
+        },
+        tasks: vec![],
+        frameworks: vec![info],
+    })
+    .unwrap();
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.frameworks.len(), 1);
+    assert!(!snap.frameworks[0].connected);
+    // Its re-sent update is relayed, not answered with a shutdown.
+    let ag = Ag {
+        id: cairn_model::AgentId::new("earlier-agent"),
+        conn,
+    };
+    let _ = sim.take_agent(conn);
+    sim.report(
+        &ag,
+        &cairn_model::FrameworkId::new("from-an-earlier-master"),
+        "t",
+        TaskState::Finished,
+    );
+    assert!(sim.take_agent(conn).is_empty());
+    sim.check();
+}

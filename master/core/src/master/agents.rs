@@ -201,6 +201,17 @@ impl Master {
         tasks: Vec<ReportedTask>,
         frameworks: &[FrameworkInfo],
     ) {
+        // Frameworks the agent still holds tasks or updates for exist until
+        // they re-subscribe or their failover timeout passes, so their
+        // queued updates are relayed rather than refused.
+        for info in frameworks {
+            if let Some(id) = info.id.clone()
+                && !self.frameworks.contains_key(&id)
+                && !self.is_removed_framework(&id)
+            {
+                self.recover_framework(now, id, info.clone());
+            }
+        }
         let mut shutdown: BTreeSet<FrameworkId> = BTreeSet::new();
         for report in tasks {
             if report.state.is_terminal() {
