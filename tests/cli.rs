@@ -33,6 +33,8 @@ impl Local {
                 dir.path().join("work").display().to_string(),
                 "--agent-resources".into(),
                 "cpus:2;mem:1024;disk:1000;ports:[31000-31099]".into(),
+                "--cgroups-root".into(),
+                cgroups_root(&dir),
             ],
             &dir.path().join("local.log"),
         );
@@ -71,7 +73,15 @@ impl Drop for Local {
         }
         self.proc.kill9();
         sweep(&self.dir.path().display().to_string());
+        cairn_tests::process::remove_cgroup_tree(&cgroups_root(&self.dir));
     }
+}
+
+fn cgroups_root(dir: &tempfile::TempDir) -> String {
+    format!(
+        "cairn/{}",
+        dir.path().file_name().unwrap().to_string_lossy()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +158,12 @@ async fn stopping_cairn_local_stops_every_task_it_started() {
         processes_marked(&marker).is_empty(),
         "processes left: {:?}",
         processes_marked(&marker)
+    );
+    let root = cgroups_root(&local.dir);
+    assert!(
+        cairn_tests::process::cgroups_under(&root).is_empty(),
+        "cgroups left under {root}: {:?}",
+        cairn_tests::process::cgroups_under(&root)
     );
     let _ = runner.kill();
     let _ = runner.wait();

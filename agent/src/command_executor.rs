@@ -38,6 +38,8 @@ pub enum ExecutorError {
     Runtime(#[source] std::io::Error),
     #[error("the agent was unreachable for longer than {0:?}")]
     AgentGone(Duration),
+    #[error("{0}")]
+    Container(String),
 }
 
 fn env(name: &'static str) -> Result<String, ExecutorError> {
@@ -46,6 +48,12 @@ fn env(name: &'static str) -> Result<String, ExecutorError> {
 
 /// Entry point of the executor process.
 pub fn main() -> Result<(), ExecutorError> {
+    // Started by the Linux launcher: set the container up first (this
+    // returns in the executor process only).
+    if crate::isolation::container::is_container_start() {
+        crate::isolation::container::enter()
+            .map_err(|e| ExecutorError::Container(e.to_string()))?;
+    }
     let endpoint = env("MESOS_AGENT_ENDPOINT")?;
     let framework_id = FrameworkId::parse("MESOS_FRAMEWORK_ID", &env("MESOS_FRAMEWORK_ID")?)
         .map_err(|e| ExecutorError::BadEnv {
@@ -75,6 +83,7 @@ pub fn main() -> Result<(), ExecutorError> {
         task: None,
         unacked: BTreeMap::new(),
         terminal_sent: false,
+        user: std::env::var("CAIRN_TASK_USER").unwrap_or_default(),
     };
     rt.block_on(ex.run())
 }
@@ -97,6 +106,8 @@ struct CommandExecutor {
     /// Updates the agent has not acknowledged yet, by uuid.
     unacked: BTreeMap<StatusUuid, TaskStatus>,
     terminal_sent: bool,
+    /// The user tasks run as ("": this executor's own).
+    user: String,
 }
 
 /// What the task's process did.
@@ -280,7 +291,7 @@ impl CommandExecutor {
         });
         let starting = self.new_status(&task.task_id, TaskState::Starting, String::new());
         self.send(tx, starting).await;
-        match spawn_task(&task, &self.sandbox) {
+        match spawn_task(&task, &self.sandbox, &self.user) {
             Ok(mut child) => {
                 let pid = child.id().and_then(|p| i32::try_from(p).ok());
                 if let Some(t) = self.task.as_mut() {
@@ -393,12 +404,59 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Who the task runs as: `None` to stay this process's user.
+fn resolve_user(user: &str) -> std::io::Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let u = nix::unistd::User::from_name(user)
+        .map_err(std::io::Error::from)?
+        .ok_or_else(|| std::io::Error::other(format!("no such user {user:?}")))?;
+    let me = nix::unistd::geteuid();
+    if u.uid == me {
+        return Ok(None);
+    }
+    if !me.is_root() {
+        return Err(std::io::Error::other(format!(
+            "cannot run as {user:?}: the executor does not run as root"
+        )));
+    }
+    Ok(Some((u.uid, u.gid)))
+}
+
+/// Brings the loopback device up in a fresh network namespace.
+/// Async-signal-safe: socket(2), ioctl(2), close(2) on stack memory.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: `ifr` is a zeroed ifreq on this stack frame, its name field
+    // holds "lo" NUL-terminated; the socket is closed on every path.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if result >= 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if result < 0 { Err(err) } else { Ok(()) }
+    }
+}
+
 /// Starts the task's command in a process group of its own, in the sandbox,
 /// with its output appended to the sandbox's `stdout` and `stderr`.
 fn spawn_task(
     task: &TaskInfo,
     sandbox: &std::path::Path,
+    user: &str,
 ) -> std::io::Result<tokio::process::Child> {
+    let owner = resolve_user(user)?;
+    let no_network = task.network == cairn_model::Network::None;
     let open = |name: &str| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -423,12 +481,39 @@ fn spawn_task(
         .stdout(open("stdout")?)
         .stderr(open("stderr")?)
         .kill_on_drop(false);
-    // SAFETY: runs in the child between fork and exec and calls only
-    // setpgid(2), which is async-signal-safe.
+    // SAFETY: runs in the child between fork and exec, and makes only
+    // async-signal-safe syscalls (setpgid, unshare, socket/ioctl, open/write,
+    // setgroups, setgid, setuid) on memory prepared before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if no_network {
+                if libc::unshare(libc::CLONE_NEWNET) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                loopback_up()?;
+            }
+            // The executor asked to be the OOM killer's last choice; its
+            // task should not be.
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            if let Some((uid, gid)) = owner {
+                // No supplementary groups, then the group, then the user
+                // (after which nothing privileged is possible).
+                if libc::setgroups(0, std::ptr::null()) < 0
+                    || libc::setgid(gid.as_raw()) < 0
+                    || libc::setuid(uid.as_raw()) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_agent_core::{
-    Agent, ExecConn, ExecutorCommand, Input, LaunchSpec, Output, TaskReport, Termination,
+    Agent, ContainerSummary, ExecConn, ExecutorCommand, Input, LaunchSpec, Output, TaskReport,
+    Termination,
 };
 use cairn_model::convert::{framework_info_to_pb, task_info_to_pb, task_status_to_pb};
-use cairn_model::{AgentId, ContainerId, FrameworkInfo, Time};
+use cairn_model::{AgentId, FrameworkInfo, Reason, Time};
 use cairn_proto as pb;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -34,6 +35,7 @@ pub enum Command {
         sink: ExecutorSink,
     },
     Report(oneshot::Sender<Report>),
+    Containers(oneshot::Sender<Vec<ContainerSummary>>),
     /// Ends every executor; replies once all are gone.
     Shutdown(oneshot::Sender<()>),
 }
@@ -54,6 +56,7 @@ pub struct ExecutorLaunch {
     pub work_dir: PathBuf,
     /// `ip:port` executors connect back to.
     pub agent_endpoint: String,
+    pub allow_root_tasks: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +100,12 @@ impl Handle {
     pub async fn report(&self) -> Result<Report, Stopped> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Report(tx)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    pub async fn containers(&self) -> Result<Vec<ContainerSummary>, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Containers(tx)).await?;
         rx.await.map_err(|_| Stopped)
     }
 
@@ -175,9 +184,22 @@ impl Driver {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Input(input) => {
+            Command::Input(mut input) => {
                 if let Input::ExecutorDisconnected { conn } = &input {
                     self.executors.remove(conn);
+                }
+                // A task that failed may have been ended by a limit of its
+                // container: isolation knows, the core decides what it means.
+                if let Input::ExecutorUpdate {
+                    conn,
+                    status,
+                    limitation,
+                } = &mut input
+                    && status.state.is_terminal()
+                    && status.state != cairn_model::TaskState::Finished
+                    && let Some(container) = self.core.container_of(*conn)
+                {
+                    *limitation = self.launcher.limitation(container);
                 }
                 self.core.handle(Time::now(), input);
             }
@@ -192,6 +214,9 @@ impl Driver {
                     tasks,
                     frameworks,
                 });
+            }
+            Command::Containers(reply) => {
+                let _ = reply.send(self.core.containers());
             }
             Command::Shutdown(reply) => {
                 self.core.handle(Time::now(), Input::Shutdown);
@@ -225,8 +250,16 @@ impl Driver {
                 Output::Destroy { container_id } => {
                     let launcher = self.launcher.clone();
                     tokio::task::spawn_blocking(move || {
-                        if let Err(e) = launcher.destroy(&container_id) {
-                            tracing::error!(%container_id, error = %e, "cannot destroy container");
+                        let started = std::time::Instant::now();
+                        match launcher.destroy(&container_id) {
+                            Ok(()) => tracing::debug!(
+                                %container_id,
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "container destroyed"
+                            ),
+                            Err(e) => {
+                                tracing::error!(%container_id, error = %e, "cannot destroy container")
+                            }
                         }
                     });
                 }
@@ -252,12 +285,13 @@ impl Driver {
     fn launch(&mut self, spec: LaunchSpec) {
         let sandbox = self.exec.work_dir.join(&spec.sandbox);
         let container_id = spec.container_id.clone();
-        let failed = |driver: &mut Driver, message: String| {
+        let failed = |driver: &mut Driver, reason: Reason, message: String| {
             tracing::error!(%container_id, %message, "container launch failed");
             driver.core.handle(
                 Time::now(),
                 Input::ContainerLaunchFailed {
                     container_id: container_id.clone(),
+                    reason,
                     message,
                 },
             );
@@ -265,7 +299,29 @@ impl Driver {
         if let Err(e) = std::fs::create_dir_all(&sandbox) {
             failed(
                 self,
+                Reason::ContainerLaunchFailed,
                 format!("cannot create sandbox {}: {e}", sandbox.display()),
+            );
+            return;
+        }
+        let owner = match task_owner(&spec.user, self.exec.allow_root_tasks) {
+            Ok(owner) => owner,
+            Err((reason, message)) => {
+                failed(self, reason, message);
+                return;
+            }
+        };
+        if let Some((uid, gid)) = owner
+            && let Err(e) = nix::unistd::chown(&sandbox, Some(uid), Some(gid))
+        {
+            failed(
+                self,
+                Reason::ContainerLaunchFailed,
+                format!(
+                    "cannot give sandbox {} to user {}: {e}",
+                    sandbox.display(),
+                    spec.user
+                ),
             );
             return;
         }
@@ -305,6 +361,7 @@ impl Driver {
                 format!("slave(1)@{}", self.exec.agent_endpoint),
             ),
             ("CAIRN_CONTAINER_ID".into(), spec.container_id.to_string()),
+            ("CAIRN_TASK_USER".into(), spec.user.clone()),
         ];
         let container = ContainerSpec {
             container_id: spec.container_id.clone(),
@@ -320,11 +377,16 @@ impl Driver {
                 tracing::debug!(container_id = %spec.container_id, pid = launched.pid, "executor started");
                 let tx = self.tx.clone();
                 let container_id = spec.container_id.clone();
+                let launcher = self.launcher.clone();
                 tokio::spawn(async move {
-                    let termination = launched.exited.await.unwrap_or_else(|_| Termination {
+                    let mut termination = launched.exited.await.unwrap_or_else(|_| Termination {
                         message: Some("the launcher lost track of the executor".into()),
                         ..Termination::default()
                     });
+                    if let Some(l) = launcher.limitation(&container_id) {
+                        termination.reason = Some(l.reason);
+                        termination.message = Some(l.message);
+                    }
                     let _ = tx
                         .send(Command::Input(Input::ContainerExited {
                             container_id,
@@ -333,9 +395,55 @@ impl Driver {
                         .await;
                 });
             }
-            Err(e) => failed(self, e.to_string()),
+            Err(e) => failed(self, Reason::ContainerLaunchFailed, e.to_string()),
         }
     }
+}
+
+/// Who will own the task's processes and sandbox: `None` when the agent
+/// cannot switch users (it does not run as root) and the task runs as the
+/// agent's own user. Refuses root unless allowed, and users the agent cannot
+/// become.
+fn task_owner(
+    user: &str,
+    allow_root: bool,
+) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, (Reason, String)> {
+    let me = nix::unistd::geteuid();
+    let (uid, gid) = if user.is_empty() {
+        (me, nix::unistd::getegid())
+    } else {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => (u.uid, u.gid),
+            Ok(None) => {
+                return Err((
+                    Reason::ContainerLaunchFailed,
+                    format!("no such user {user:?} on this agent"),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    Reason::ContainerLaunchFailed,
+                    format!("cannot look up user {user:?}: {e}"),
+                ));
+            }
+        }
+    };
+    if uid.is_root() && !allow_root {
+        return Err((
+            Reason::TaskUnauthorized,
+            "the task would run as root, which this agent does not allow (start it with --allow-root-tasks)".into(),
+        ));
+    }
+    if me.is_root() {
+        return Ok(Some((uid, gid)));
+    }
+    if uid != me {
+        return Err((
+            Reason::ContainerLaunchFailed,
+            format!("cannot run tasks as {user:?}: the agent does not run as root"),
+        ));
+    }
+    Ok(None)
 }
 
 fn executor_event(c: &ExecutorCommand) -> pb::ExecutorEvent {
@@ -360,15 +468,4 @@ fn executor_event(c: &ExecutorCommand) -> pb::ExecutorEvent {
         }),
     };
     pb::ExecutorEvent { event: Some(event) }
-}
-
-/// A container id as the files API shows it.
-pub fn container_dir(work_dir: &std::path::Path, fw: &str, exec: &str, c: &ContainerId) -> PathBuf {
-    work_dir
-        .join("frameworks")
-        .join(fw)
-        .join("executors")
-        .join(exec)
-        .join("runs")
-        .join(c.as_str())
 }

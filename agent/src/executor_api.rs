@@ -79,7 +79,11 @@ impl pb::executor_link_server::ExecutorLink for ExecutorLinkService {
         for status in replay {
             let _ = self
                 .handle
-                .input(Input::ExecutorUpdate { conn, status })
+                .input(Input::ExecutorUpdate {
+                    conn,
+                    status,
+                    limitation: None,
+                })
                 .await;
         }
         let handle = self.handle.clone();
@@ -95,7 +99,11 @@ impl pb::executor_link_server::ExecutorLink for ExecutorLinkService {
                         match task_status_from_pb("update.status", &status, Source::Executor) {
                             Ok(status) => {
                                 if handle
-                                    .input(Input::ExecutorUpdate { conn, status })
+                                    .input(Input::ExecutorUpdate {
+                                        conn,
+                                        status,
+                                        limitation: None,
+                                    })
                                     .await
                                     .is_err()
                                 {

@@ -27,6 +27,7 @@ pub const MAX_READ: u64 = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct HttpState {
     pub handle: Handle,
+    pub launcher: Arc<dyn crate::launcher::Launcher>,
     pub work_dir: Arc<PathBuf>,
     pub info: Arc<Value>,
 }
@@ -285,6 +286,22 @@ async fn state(State(s): State<HttpState>) -> Response {
     axum::Json(info).into_response()
 }
 
+/// Mesos's `/monitor/statistics`: what each container uses.
+async fn statistics(State(s): State<HttpState>) -> Response {
+    let Ok(containers) = s.handle.containers().await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+            .into_response();
+    };
+    let launcher = s.launcher.clone();
+    match tokio::task::spawn_blocking(move || crate::usage::collect(&launcher, &containers)).await {
+        Ok(usage) => axum::Json(crate::usage::statistics_json(&usage)).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 async fn health() -> StatusCode {
     StatusCode::OK
 }
@@ -293,6 +310,14 @@ pub fn router(s: HttpState) -> Router {
     let mut r = Router::new().route("/health", get(health));
     for prefix in ["", "/slave(1)"] {
         r = r.route(&format!("{prefix}/state"), get(state));
+    }
+    for prefix in ["", "/slave(1)"] {
+        r = r
+            .route(&format!("{prefix}/monitor/statistics"), get(statistics))
+            .route(
+                &format!("{prefix}/monitor/statistics.json"),
+                get(statistics),
+            );
     }
     r.route("/files/read", get(read))
         .route("/files/browse", get(browse))

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cairn_agent_core::Termination;
+use cairn_agent_core::{Limitation, Termination};
 use cairn_model::{ContainerId, Resources};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use thiserror::Error;
 use tokio::sync::oneshot;
+
+use crate::isolation::cgroups::CgroupStats;
 
 /// What to start in a new container: the executor program and its context.
 #[derive(Clone, Debug)]
@@ -51,6 +53,11 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot isolate container {container}: {reason}")]
+    Isolation {
+        container: ContainerId,
+        reason: String,
+    },
     #[error("cannot kill the processes of container {container}: {reason}")]
     Destroy {
         container: ContainerId,
@@ -71,6 +78,22 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError>;
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError>;
+    /// A limit the container hit (out of memory), if isolation enforces any.
+    fn limitation(&self, _container_id: &ContainerId) -> Option<Limitation> {
+        None
+    }
+    /// The container's resource use, if isolation measures it.
+    fn usage(&self, _container_id: &ContainerId) -> Option<CgroupStats> {
+        None
+    }
+    /// Destroys containers left by an earlier run, except `keep`; returns
+    /// those removed.
+    fn cleanup_orphans(&self, _keep: &[ContainerId]) -> Vec<ContainerId> {
+        Vec::new()
+    }
+    /// Releases what the launcher holds for the agent itself (its cgroup
+    /// root), once every container is destroyed.
+    fn release(&self) {}
 }
 
 /// Process sessions only: the executor starts in a session of its own, and

@@ -7,9 +7,11 @@ pub mod command_executor;
 pub mod driver;
 pub mod executor_api;
 pub mod http;
+pub mod isolation;
 pub mod launcher;
 mod master_link;
 pub mod resources;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +27,6 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::driver::ExecutorLaunch;
-use crate::launcher::{Launcher, PosixLauncher};
 
 /// The agent's flags (shared by `cairn-agent` and `cairn local`).
 #[derive(clap::Args, Clone, Debug)]
@@ -49,10 +50,29 @@ pub struct AgentArgs {
     /// Hostname to advertise (default: the listen address's host).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// How the agent contains tasks. Only "posix" (process sessions) is
-    /// built so far.
-    #[arg(long, default_value = "posix")]
+    /// How the agent contains tasks: "cgroups,namespaces" (needs root),
+    /// "cgroups", "posix" (process sessions only), or "auto": the first
+    /// when it works here, else posix with a warning.
+    #[arg(long, default_value = "auto")]
     pub isolation: String,
+    /// Cap each container's CPU at its cpus with a CFS quota (otherwise cpus
+    /// are only relative shares).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cgroups_enable_cfs: bool,
+    /// Most processes (and threads) one container may have.
+    #[arg(long, default_value_t = 1024)]
+    pub max_task_pids: i64,
+    /// cgroup path for this agent's containers (default: cairn/agent-<hash
+    /// of the work directory>).
+    #[arg(long)]
+    pub cgroups_root: Option<String>,
+    /// Let tasks run as root.
+    #[arg(long)]
+    pub allow_root_tasks: bool,
+    /// User for tasks whose framework names none (default: nobody when the
+    /// agent runs as root, else the agent's own user).
+    #[arg(long)]
+    pub default_user: Option<String>,
     /// An executor that has not subscribed this long after launch fails.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     pub executor_registration_timeout: Duration,
@@ -62,6 +82,9 @@ pub struct AgentArgs {
     /// SIGTERM-to-SIGKILL grace for kills that name none.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     pub kill_grace_period: Duration,
+    /// How often the agent reports its containers' usage to the master.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub usage_report_interval: Duration,
     /// First re-send interval of an unacknowledged status update (doubles up
     /// to 10 min).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -80,8 +103,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error("isolation {0:?} is not available; this build has: posix")]
-    Isolation(String),
+    #[error(transparent)]
+    Isolation(#[from] isolation::IsolationError),
     #[error("cannot read the listening address: {0}")]
     LocalAddr(#[source] std::io::Error),
     #[error("the agent's server failed: {0}")]
@@ -119,10 +142,24 @@ pub async fn serve(
         Some(a) => parse_attributes(a).map_err(AgentError::Attributes)?,
         None => Vec::new(),
     };
-    let launcher: Arc<dyn Launcher> = match args.isolation.as_str() {
-        "posix" => Arc::new(PosixLauncher::new()),
-        other => return Err(AgentError::Isolation(other.to_string())),
-    };
+    let (launcher, warning) = isolation::select(
+        &args.isolation,
+        &work_dir,
+        &isolation::LinuxOptions {
+            enable_cfs: args.cgroups_enable_cfs,
+            max_pids: args.max_task_pids,
+            cgroups_root: args.cgroups_root.clone(),
+        },
+    )?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    // Containers of an earlier run: this agent does not recover them, so
+    // none survives its restart.
+    for id in launcher.cleanup_orphans(&[]) {
+        tracing::info!(container_id = %id, "removed a container left by an earlier run");
+    }
+    let running_as_root = nix::unistd::geteuid().is_root();
     let hostname = args
         .hostname
         .clone()
@@ -141,6 +178,14 @@ pub async fn serve(
         executor_registration_timeout: args.executor_registration_timeout,
         executor_shutdown_grace: args.executor_shutdown_grace_period,
         default_kill_grace: args.kill_grace_period,
+        allow_root_tasks: args.allow_root_tasks,
+        default_user: args.default_user.clone().unwrap_or_else(|| {
+            if running_as_root {
+                "nobody".into()
+            } else {
+                String::new()
+            }
+        }),
         ..AgentConfig::default()
     };
     let core = Agent::new(config, rand::random());
@@ -152,12 +197,14 @@ pub async fn serve(
             args: executor.1,
             work_dir: work_dir.clone(),
             agent_endpoint: addr.to_string(),
+            allow_root_tasks: args.allow_root_tasks,
         },
     );
     tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
 
     let http_state = http::HttpState {
         handle: handle.clone(),
+        launcher: launcher.clone(),
         work_dir: Arc::new(work_dir),
         info: Arc::new(json!({
             "hostname": hostname,
@@ -179,7 +226,15 @@ pub async fn serve(
         ),
         executors.map_request(to_tonic),
     );
-    let link = tokio::spawn(master_link::run(handle.clone(), args.master.clone(), info));
+    let link = tokio::spawn(master_link::run(
+        handle.clone(),
+        args.master.clone(),
+        info,
+        master_link::UsageReports {
+            launcher: launcher.clone(),
+            interval: args.usage_report_interval,
+        },
+    ));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     shutdown.await;
     tracing::info!("agent stopping: ending every executor");
@@ -193,6 +248,14 @@ pub async fn serve(
     {
         tracing::warn!("executors did not end within {grace:?}");
     }
+    // Whatever is left is destroyed here, then the agent's own cgroup root
+    // is let go.
+    let released = launcher.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        released.cleanup_orphans(&[]);
+        released.release();
+    })
+    .await;
     server.abort();
     Ok(())
 }

@@ -2,12 +2,13 @@
 //! id and tasks), heartbeat, take commands; reconnect with backoff whenever the
 //! session ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_agent_core::Input;
 use cairn_model::convert::{
     agent_info_to_pb, framework_info_from_pb, framework_info_to_pb, kill_policy_from_pb,
-    task_info_from_pb, task_info_to_pb, task_state_to_pb,
+    task_info_from_pb, task_info_to_pb, task_state_to_pb, usage_to_pb,
 };
 use cairn_model::{AgentId, AgentInfo, FrameworkId, StatusUuid, TaskId};
 use cairn_proto as pb;
@@ -15,19 +16,27 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::driver::{CONNECTION_QUEUE, Command, Handle};
+use crate::launcher::Launcher;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Where and how often usage reports come from.
+#[derive(Clone, Debug)]
+pub struct UsageReports {
+    pub launcher: Arc<dyn Launcher>,
+    pub interval: Duration,
+}
+
 /// Keeps a session with the master at `master` (`host:port`) until the
 /// driver stops.
-pub async fn run(handle: Handle, master: String, info: AgentInfo) {
+pub async fn run(handle: Handle, master: String, info: AgentInfo, usage: UsageReports) {
     let mut backoff = BACKOFF_MIN;
     // Messages from a master with an older epoch than one already seen are
     // from a deposed leader and are dropped.
     let mut newest_epoch = 0u64;
     loop {
-        match session(&handle, &master, &info, &mut newest_epoch).await {
+        match session(&handle, &master, &info, &usage, &mut newest_epoch).await {
             Ok(()) => {
                 backoff = BACKOFF_MIN;
                 tracing::warn!(%master, "master session ended; reconnecting");
@@ -66,6 +75,7 @@ async fn session(
     handle: &Handle,
     master: &str,
     info: &AgentInfo,
+    usage: &UsageReports,
     newest_epoch: &mut u64,
 ) -> Result<(), SessionError> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{master}"))?
@@ -129,7 +139,12 @@ async fn session(
                     if let Some(h) = heartbeat.take() {
                         h.abort();
                     }
-                    heartbeat = Some(tokio::spawn(heartbeats(tx.clone(), interval)));
+                    heartbeat = Some(tokio::spawn(heartbeats(
+                        tx.clone(),
+                        interval,
+                        handle.clone(),
+                        usage.clone(),
+                    )));
                 }
                 if handle.input(input).await.is_err() {
                     break Err(SessionError::Stopped);
@@ -145,10 +160,34 @@ async fn session(
     result
 }
 
-async fn heartbeats(tx: mpsc::Sender<pb::AgentMessage>, interval: Duration) {
+/// Heartbeats every `interval`, and usage reports every `usage.interval`.
+async fn heartbeats(
+    tx: mpsc::Sender<pb::AgentMessage>,
+    interval: Duration,
+    handle: Handle,
+    usage: UsageReports,
+) {
     let mut tick = tokio::time::interval(interval);
+    let mut report = tokio::time::interval(usage.interval.max(Duration::from_millis(100)));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = report.tick() => {
+                let Ok(containers) = handle.containers().await else { return };
+                let launcher = usage.launcher.clone();
+                let collected = tokio::task::spawn_blocking(move || crate::usage::collect(&launcher, &containers)).await;
+                let Ok(executors) = collected else { continue };
+                let msg = pb::AgentMessage {
+                    message: Some(pb::agent_message::Message::Usage(pb::ResourceUsage {
+                        executors: executors.iter().map(usage_to_pb).collect(),
+                    })),
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let hb = pb::AgentMessage {
             message: Some(pb::agent_message::Message::Heartbeat(pb::AgentHeartbeat {})),
         };

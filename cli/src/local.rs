@@ -22,6 +22,10 @@ pub struct LocalArgs {
     /// removed on exit).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// cgroup path under which agent i keeps its containers as
+    /// `<prefix>/agent-<i>` (default: derived from each agent's work dir).
+    #[arg(long)]
+    pub cgroups_root: Option<String>,
     /// Run a demo workload once the cluster is up.
     #[arg(long)]
     pub demo: bool,
@@ -96,12 +100,16 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let mut agents = Vec::new();
     for (i, share) in shares.into_iter().enumerate() {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let agent_args = AgentArgs::defaults(
+        let mut agent_args = AgentArgs::defaults(
             master_addr.to_string(),
             listener.local_addr()?,
             base.join(format!("agent-{i}")),
             Some(share.to_string()),
         );
+        agent_args.cgroups_root = args
+            .cgroups_root
+            .as_ref()
+            .map(|prefix| format!("{}/agent-{i}", prefix.trim_end_matches('/')));
         agents.push(tokio::spawn(cairn_agent::serve(
             agent_args,
             listener,

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use cairn_model::{
-    AgentId, CommandInfo, KillPolicy, RangeSet, ResourceName, Resources, Scalar, TaskId, TaskInfo,
+    AgentId, CommandInfo, KillPolicy, Network, RangeSet, ResourceName, Resources, Scalar, TaskId,
+    TaskInfo,
 };
 
 use crate::SdkError;
@@ -28,6 +29,7 @@ pub struct TaskBuilder {
     command: CommandInfo,
     kill_grace: Option<Duration>,
     labels: Vec<(String, String)>,
+    network: Network,
 }
 
 impl TaskBuilder {
@@ -40,6 +42,7 @@ impl TaskBuilder {
             command: CommandInfo::shell(""),
             kill_grace: None,
             labels: Vec::new(),
+            network: Network::Host,
         }
     }
 
@@ -48,21 +51,25 @@ impl TaskBuilder {
         self
     }
 
-    pub fn cpus(mut self, cpus: f64) -> Self {
-        self.scalars.push((ResourceName::Cpus, cpus));
+    /// Sets `name` to `amount`, replacing an earlier setting.
+    fn scalar(mut self, name: ResourceName, amount: f64) -> Self {
+        self.scalars.retain(|(n, _)| *n != name);
+        self.scalars.push((name, amount));
         self
+    }
+
+    pub fn cpus(self, cpus: f64) -> Self {
+        self.scalar(ResourceName::Cpus, cpus)
     }
 
     /// Memory in MB.
-    pub fn mem(mut self, mb: f64) -> Self {
-        self.scalars.push((ResourceName::Mem, mb));
-        self
+    pub fn mem(self, mb: f64) -> Self {
+        self.scalar(ResourceName::Mem, mb)
     }
 
     /// Disk in MB.
-    pub fn disk(mut self, mb: f64) -> Self {
-        self.scalars.push((ResourceName::Disk, mb));
-        self
+    pub fn disk(self, mb: f64) -> Self {
+        self.scalar(ResourceName::Disk, mb)
     }
 
     /// Ports from the agent's `ports` resource, as inclusive ranges.
@@ -106,6 +113,12 @@ impl TaskBuilder {
         self
     }
 
+    /// The network the task sees (default: the host's).
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.push((key.into(), value.into()));
         self
@@ -139,6 +152,7 @@ impl TaskBuilder {
                 grace_period: self.kill_grace,
             },
             labels: self.labels,
+            network: self.network,
         })
     }
 }

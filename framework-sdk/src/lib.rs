@@ -47,8 +47,9 @@ mod driver;
 
 pub use builder::TaskBuilder;
 pub use cairn_model::{
-    AgentId, Capability, CommandInfo, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy, Offer,
-    OfferId, Reason, Resources, Role, Source, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
+    AgentId, Capability, CommandInfo, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy, Network,
+    Offer, OfferId, Reason, Resources, Role, Source, StatusUuid, TaskId, TaskInfo, TaskState,
+    TaskStatus,
 };
 pub use driver::{Driver, SchedulerDriver, SdkError};
 

@@ -2,6 +2,7 @@
 //! agent link. Handlers only convert and forward; the core decides.
 
 use cairn_master_core::{CallError, Input};
+use cairn_model::convert::usage_from_pb;
 use cairn_model::runtime::NotifyOnDrop;
 use cairn_proto as pb;
 use tokio::sync::mpsc;
@@ -161,6 +162,21 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                                 tracing::warn!(conn = conn.0, error = %e, "malformed status update from agent");
                                 let _ = tx.try_send(Err(Status::invalid_argument(e.to_string())));
                                 break;
+                            }
+                        }
+                    }
+                    Some(pb::agent_message::Message::Usage(u)) => {
+                        let executors: Result<Vec<_>, _> = u
+                            .executors
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| usage_from_pb(&format!("usage.executors[{i}]"), e))
+                            .collect();
+                        match executors {
+                            Ok(executors) => Input::AgentUsage { conn, executors },
+                            Err(e) => {
+                                tracing::warn!(conn = conn.0, error = %e, "malformed usage report ignored");
+                                continue;
                             }
                         }
                     }

@@ -148,6 +148,7 @@ pub fn agent_json(a: &AgentView) -> Value {
         "unreserved_resources": resources_json(&unreserved),
         "active": a.connected,
         "task_count": a.task_count,
+        "usage": a.usage,
         "version": cairn_model::VERSION,
     })
 }

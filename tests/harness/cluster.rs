@@ -18,6 +18,7 @@ pub struct ClusterSpec {
     pub agents: usize,
     pub agent_resources: String,
     pub master_args: Vec<String>,
+    pub agent_args: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -26,6 +27,7 @@ impl Default for ClusterSpec {
             agents: 1,
             agent_resources: "cpus:4;mem:4096;disk:10000;ports:[31000-31999]".into(),
             master_args: vec!["--allocation-interval".into(), "200ms".into()],
+            agent_args: Vec::new(),
         }
     }
 }
@@ -81,8 +83,9 @@ impl Cluster {
             },
         )
         .await;
+        let extra: Vec<&str> = spec.agent_args.iter().map(String::as_str).collect();
         for _ in 0..spec.agents {
-            cluster.add_agent(&spec.agent_resources, &[]);
+            cluster.add_agent(&spec.agent_resources, &extra);
         }
         cluster.wait_for_agents(spec.agents).await;
         cluster
@@ -102,6 +105,8 @@ impl Cluster {
             work_dir.display().to_string(),
             "--resources".into(),
             resources.to_string(),
+            "--cgroups-root".into(),
+            self.agent_cgroups(i),
         ];
         args.extend(extra.iter().map(|s| (*s).to_string()));
         let proc = Proc::spawn(
@@ -154,6 +159,22 @@ impl Cluster {
             .expect("agent registered")
     }
 
+    /// The cgroup root of this test's agents, under which each agent `i`
+    /// has `agent-<i>`.
+    pub fn cgroups_root(&self) -> String {
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("cairn/{name}")
+    }
+
+    pub fn agent_cgroups(&self, i: usize) -> String {
+        format!("{}/agent-{i}", self.cgroups_root())
+    }
+
     fn marker(&self) -> String {
         self.dir.path().display().to_string()
     }
@@ -189,5 +210,6 @@ impl Drop for Cluster {
         }
         sweep(&self.marker());
         self.master.kill9();
+        crate::process::remove_cgroup_tree(&self.cgroups_root());
     }
 }

@@ -141,6 +141,55 @@ pub fn processes_running(needle: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Removes the cgroup tree at `rel` (relative to each hierarchy's root),
+/// deepest first, in every cgroup hierarchy mounted under /sys/fs/cgroup.
+pub fn remove_cgroup_tree(rel: &str) {
+    let mut bases = vec![PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(d) = std::fs::read_dir("/sys/fs/cgroup") {
+        bases.extend(
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    for base in bases {
+        let root = base.join(rel);
+        if root.is_dir() {
+            remove_dirs_bottom_up(&root);
+        }
+    }
+}
+
+fn remove_dirs_bottom_up(dir: &Path) {
+    if let Ok(d) = std::fs::read_dir(dir) {
+        for e in d.filter_map(Result::ok) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_dirs_bottom_up(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The container cgroups (directories) under `rel` in the memory (v1) or
+/// unified (v2) hierarchy.
+pub fn cgroups_under(rel: &str) -> Vec<String> {
+    let v1 = PathBuf::from("/sys/fs/cgroup/memory").join(rel);
+    let dir = if v1.is_dir() {
+        v1
+    } else {
+        PathBuf::from("/sys/fs/cgroup").join(rel)
+    };
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Kills every process marked with `marker`, repeatedly, until none is left.
 pub fn sweep(marker: &str) {
     for _ in 0..100 {

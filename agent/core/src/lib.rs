@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_model::{
-    AgentId, ContainerId, ExecutorId, FrameworkId, FrameworkInfo, Reason, Resources, Source,
-    StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus, Time,
+    AgentId, ContainerId, ExecutorId, FrameworkId, FrameworkInfo, Network, Reason, Resources,
+    Source, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus, Time,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,6 +45,10 @@ pub struct AgentConfig {
     /// Extra time after a kill's grace before the whole container is
     /// destroyed (the executor did not manage to end the task).
     pub kill_escalation: Duration,
+    /// Whether tasks may run as root.
+    pub allow_root_tasks: bool,
+    /// The user for tasks whose framework and command name none.
+    pub default_user: String,
 }
 
 impl Default for AgentConfig {
@@ -55,6 +59,8 @@ impl Default for AgentConfig {
             executor_shutdown_grace: Duration::from_secs(5),
             default_kill_grace: Duration::from_secs(3),
             kill_escalation: Duration::from_secs(5),
+            allow_root_tasks: false,
+            default_user: String::new(),
         }
     }
 }
@@ -84,6 +90,13 @@ impl Termination {
             (None, None) => "Executor terminated".to_string(),
         }
     }
+}
+
+/// A limit of a container that was hit (memory, pids), as isolation saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limitation {
+    pub reason: Reason,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,9 +130,12 @@ pub enum Input {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
     },
+    /// `limitation`: a limit the executor's container hit, if any; it
+    /// explains a task that failed or was killed by it.
     ExecutorUpdate {
         conn: ExecConn,
         status: TaskStatus,
+        limitation: Option<Limitation>,
     },
     ExecutorDisconnected {
         conn: ExecConn,
@@ -128,8 +144,12 @@ pub enum Input {
         container_id: ContainerId,
         termination: Termination,
     },
+    /// The container could not be started. `reason` is
+    /// `TaskUnauthorized` (the task ends TASK_ERROR) or a launch failure
+    /// (TASK_FAILED).
     ContainerLaunchFailed {
         container_id: ContainerId,
+        reason: Reason,
         message: String,
     },
     /// The agent is stopping: end every executor.
@@ -169,6 +189,7 @@ pub struct LaunchSpec {
     pub resources: Resources,
     /// Unix user to run as ("" for the agent's own).
     pub user: String,
+    pub network: Network,
     pub shutdown_grace: Duration,
 }
 
@@ -222,15 +243,25 @@ struct Executor {
     destroy_at: Option<Time>,
     destroy_sent: bool,
     /// Why it is being destroyed, for the tasks' final updates.
-    failure: Option<(Reason, String)>,
+    failure: Option<Ending>,
 }
 
 /// How the agent ends a task itself.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Ending {
     state: TaskState,
     reason: Reason,
     message: String,
+}
+
+/// A live container, for usage reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSummary {
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub container_id: ContainerId,
+    /// The resources of its live tasks.
+    pub resources: Resources,
 }
 
 /// A snapshot of one task for reports (re-registration, views).
@@ -321,13 +352,14 @@ impl Agent {
         for e in self.executors.values_mut() {
             if e.registration_deadline.is_some_and(|d| d <= now) {
                 e.registration_deadline = None;
-                e.failure = Some((
-                    Reason::ExecutorRegistrationTimeout,
-                    format!(
+                e.failure = Some(Ending {
+                    state: TaskState::Failed,
+                    reason: Reason::ExecutorRegistrationTimeout,
+                    message: format!(
                         "Executor did not subscribe within {}s",
                         timeout.as_secs_f64()
                     ),
-                ));
+                });
                 e.destroy_at = Some(now);
             }
             if !e.destroy_sent && e.destroy_at.is_some_and(|d| d <= now) {
@@ -368,6 +400,31 @@ impl Agent {
             .map(|(_, f)| f.clone())
             .collect();
         (tasks, frameworks)
+    }
+
+    /// Every live container, with what its tasks were given.
+    pub fn containers(&self) -> Vec<ContainerSummary> {
+        self.executors
+            .values()
+            .map(|e| {
+                let mut resources = Resources::new();
+                for t in e.tasks.values().filter(|t| !t.state.is_terminal()) {
+                    resources.add(&t.info.resources);
+                }
+                ContainerSummary {
+                    framework_id: e.framework_id.clone(),
+                    executor_id: e.id.clone(),
+                    container_id: e.container_id.clone(),
+                    resources,
+                }
+            })
+            .collect()
+    }
+
+    /// The container of the executor connected as `conn`.
+    pub fn container_of(&self, conn: ExecConn) -> Option<&ContainerId> {
+        let key = self.exec_conns.get(&conn)?;
+        self.executors.get(key).map(|e| &e.container_id)
     }
 
     /// Where each live container's sandbox is, for the files API.
@@ -414,7 +471,11 @@ impl Agent {
                 framework_id,
                 executor_id,
             } => self.executor_subscribed(conn, framework_id, executor_id),
-            Input::ExecutorUpdate { conn, status } => self.executor_update(now, conn, status),
+            Input::ExecutorUpdate {
+                conn,
+                status,
+                limitation,
+            } => self.executor_update(now, conn, status, limitation),
             Input::ExecutorDisconnected { conn } => {
                 if let Some(key) = self.exec_conns.remove(&conn)
                     && let Some(e) = self.executors.get_mut(&key)
@@ -429,15 +490,22 @@ impl Agent {
             } => self.container_exited(now, &container_id, &termination),
             Input::ContainerLaunchFailed {
                 container_id,
+                reason,
                 message,
             } => {
                 if let Some(key) = self.containers.get(&container_id).cloned()
                     && let Some(e) = self.executors.get_mut(&key)
                 {
-                    e.failure = Some((
-                        Reason::ContainerLaunchFailed,
-                        format!("Failed to launch the container: {message}"),
-                    ));
+                    let state = if reason == Reason::TaskUnauthorized {
+                        TaskState::Error
+                    } else {
+                        TaskState::Failed
+                    };
+                    e.failure = Some(Ending {
+                        state,
+                        reason,
+                        message: format!("Failed to launch the container: {message}"),
+                    });
                 }
                 self.container_exited(now, &container_id, &Termination::default());
             }
@@ -494,6 +562,17 @@ impl Agent {
         }
     }
 
+    /// The user a task runs as: its command's, else its framework's, else
+    /// the agent's default ("" runs it as the agent's own user).
+    fn task_user(&self, framework: &FrameworkInfo, task: &TaskInfo) -> String {
+        task.command
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| (!framework.user.is_empty()).then(|| framework.user.clone()))
+            .unwrap_or_else(|| self.config.default_user.clone())
+    }
+
     fn run_task(&mut self, now: Time, framework: FrameworkInfo, task: TaskInfo) {
         let Some(framework_id) = framework.id.clone() else {
             return;
@@ -511,6 +590,13 @@ impl Agent {
                 TaskState::Failed,
                 Reason::ContainerLaunchFailed,
                 format!("Invalid command: {problem}"),
+            ))
+        } else if self.task_user(&framework, &task) == "root" && !self.config.allow_root_tasks {
+            Some((
+                TaskState::Error,
+                Reason::TaskUnauthorized,
+                "Running tasks as root is not allowed on this agent (it was started without --allow-root-tasks)"
+                    .to_string(),
             ))
         } else if self
             .executors
@@ -548,11 +634,7 @@ impl Agent {
             .join(executor_id.as_str())
             .join("runs")
             .join(container_id.as_str());
-        let user = task
-            .command
-            .user
-            .clone()
-            .unwrap_or_else(|| framework.user.clone());
+        let user = self.task_user(&framework, &task);
         let spec = LaunchSpec {
             container_id: container_id.clone(),
             framework: framework.clone(),
@@ -560,6 +642,7 @@ impl Agent {
             sandbox,
             resources: task.resources.clone(),
             user,
+            network: task.network,
             shutdown_grace: self.config.executor_shutdown_grace,
         };
         let key = (framework_id.clone(), executor_id.clone());
@@ -631,7 +714,13 @@ impl Agent {
         }
     }
 
-    fn executor_update(&mut self, now: Time, conn: ExecConn, mut status: TaskStatus) {
+    fn executor_update(
+        &mut self,
+        now: Time,
+        conn: ExecConn,
+        mut status: TaskStatus,
+        limitation: Option<Limitation>,
+    ) {
         let Some(key) = self.exec_conns.get(&conn).cloned() else {
             return;
         };
@@ -662,6 +751,16 @@ impl Agent {
         };
         status.agent_id = self.agent_id.clone();
         status.executor_id = Some(key.1.clone());
+        // A task that ended because its container hit a limit failed for
+        // that reason, whatever the executor saw (a SIGKILL).
+        if let Some(l) = limitation
+            && status.state.is_terminal()
+            && status.state != TaskState::Finished
+        {
+            status.state = TaskState::Failed;
+            status.reason = Some(l.reason);
+            status.message = l.message;
+        }
         if status.timestamp == Time::ZERO {
             status.timestamp = now;
         }
@@ -853,8 +952,8 @@ impl Agent {
         for (task_id, t) in e.tasks {
             let mut state = t.state;
             if !t.state.is_terminal() {
-                let (new_state, reason, message) = if let Some((reason, message)) = &e.failure {
-                    (TaskState::Failed, *reason, message.clone())
+                let (new_state, reason, message) = if let Some(f) = &e.failure {
+                    (f.state, f.reason, f.message.clone())
                 } else if t.kill_requested && termination.reason.is_none() {
                     (
                         TaskState::Killed,

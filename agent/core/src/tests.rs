@@ -25,6 +25,7 @@ fn task(id: &str) -> TaskInfo {
         command: CommandInfo::shell("sleep 1"),
         kill_policy: KillPolicy::default(),
         labels: vec![],
+        network: cairn_model::Network::Host,
     }
 }
 
@@ -101,6 +102,7 @@ fn executor_updates_are_acknowledged_to_it_and_forwarded_one_at_a_time() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Starting, 1),
+            limitation: None,
         },
     );
     a.handle(
@@ -108,6 +110,7 @@ fn executor_updates_are_acknowledged_to_it_and_forwarded_one_at_a_time() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Running, 2),
+            limitation: None,
         },
     );
     let out = drain(&mut a);
@@ -156,6 +159,7 @@ fn an_executor_that_dies_without_a_terminal_update_fails_its_task() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Running, 1),
+            limitation: None,
         },
     );
     a.handle(
@@ -341,6 +345,7 @@ fn updates_queue_until_the_agent_is_registered() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Running, 1),
+            limitation: None,
         },
     );
     assert!(
@@ -369,6 +374,7 @@ fn shutting_down_a_framework_stops_its_updates_and_ends_its_executors() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Running, 1),
+            limitation: None,
         },
     );
     drain(&mut a);
@@ -431,6 +437,7 @@ fn an_update_after_a_terminal_one_is_acknowledged_but_not_forwarded() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Finished, 1),
+            limitation: None,
         },
     );
     drain(&mut a);
@@ -439,6 +446,7 @@ fn an_update_after_a_terminal_one_is_acknowledged_but_not_forwarded() {
         Input::ExecutorUpdate {
             conn: ExecConn(1),
             status: status("t", TaskState::Running, 2),
+            limitation: None,
         },
     );
     let out = drain(&mut a);
@@ -494,4 +502,101 @@ fn a_kill_without_a_grace_uses_the_task_kill_policy() {
         matches!(out.as_slice(), [Output::ToExecutor { command: ExecutorCommand::Kill { grace, .. }, .. }] if *grace == Duration::from_secs(7)),
         "{out:?}"
     );
+}
+
+#[test]
+fn root_tasks_are_refused_unless_allowed() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    let mut tk = task("t");
+    tk.command.user = Some("root".into());
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: tk.clone(),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(out.as_slice(), [Output::ToMaster { status, .. }]
+            if status.state == TaskState::Error && status.reason == Some(Reason::TaskUnauthorized)),
+        "{out:?}"
+    );
+    let mut allowed = Agent::new(
+        AgentConfig {
+            allow_root_tasks: true,
+            ..AgentConfig::default()
+        },
+        1,
+    );
+    allowed.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    allowed.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: tk,
+        },
+    );
+    assert!(
+        matches!(drain(&mut allowed).as_slice(), [Output::Launch(spec)] if spec.user == "root")
+    );
+}
+
+#[test]
+fn the_default_user_applies_when_none_is_named() {
+    let config = AgentConfig {
+        default_user: "nobody".into(),
+        ..AgentConfig::default()
+    };
+    let mut a = Agent::new(config, 1);
+    let mut f = framework();
+    f.user = String::new();
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: f,
+            task: task("t"),
+        },
+    );
+    assert!(matches!(drain(&mut a).as_slice(), [Output::Launch(spec)] if spec.user == "nobody"));
+}
+
+#[test]
+fn a_task_killed_by_a_limit_fails_with_the_limit_as_reason() {
+    let (mut a, _) = running();
+    let mut s = status("t", TaskState::Failed, 1);
+    s.message = "Command terminated with signal SIGKILL".into();
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: s,
+            limitation: Some(Limitation {
+                reason: Reason::ContainerLimitationMemory,
+                message: "Memory limit exceeded: 64 MB".into(),
+            }),
+        },
+    );
+    let out = drain(&mut a);
+    let sent = out
+        .iter()
+        .find_map(|o| match o {
+            Output::ToMaster { status, .. } => Some(status.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sent.state, TaskState::Failed);
+    assert_eq!(sent.reason, Some(Reason::ContainerLimitationMemory));
+    assert!(sent.message.contains("64 MB"));
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use cairn_model::{
-    AgentId, AgentInfo, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy, Offer, OfferId, Role,
-    StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
+    AgentId, AgentInfo, ExecutorId, ExecutorUsage, FrameworkId, FrameworkInfo, KillPolicy, Offer,
+    OfferId, Role, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 
 /// A connection (an agent's session stream, or a framework's event stream),
@@ -85,6 +85,11 @@ pub enum Input {
         conn: ConnId,
         framework_id: FrameworkId,
         status: TaskStatus,
+    },
+    /// The agent's latest measurement of its containers.
+    AgentUsage {
+        conn: ConnId,
+        executors: Vec<ExecutorUsage>,
     },
     /// The agent's session stream ended.
     AgentDisconnected {

@@ -55,6 +55,7 @@ mod tests {
             command: CommandInfo::shell(cmd),
             kill_policy: KillPolicy::default(),
             labels: vec![],
+            network: cairn_model::Network::Host,
         }
     }
 

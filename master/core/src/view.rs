@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use cairn_model::{
-    AgentId, AgentInfo, FrameworkId, FrameworkInfo, Offer, Resources, Role, TaskId, TaskState, Time,
+    AgentId, AgentInfo, ExecutorUsage, FrameworkId, FrameworkInfo, Offer, Resources, Role, TaskId,
+    TaskState, Time,
 };
 
 use crate::task::StatusRecord;
@@ -62,6 +63,7 @@ pub struct AgentView {
     pub used: Resources,
     pub offered: Resources,
     pub task_count: usize,
+    pub usage: Vec<ExecutorUsage>,
 }
 
 #[derive(Clone, Debug)]

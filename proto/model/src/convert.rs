@@ -10,10 +10,10 @@ use std::time::Duration;
 use cairn_proto as pb;
 
 use crate::{
-    AgentId, AgentInfo, Attribute, AttributeValue, Capability, CommandInfo, ExecutorId,
-    FrameworkId, FrameworkInfo, KillPolicy, ModelError, Offer, OfferId, RangeSet, Reason,
-    ResourceName, Resources, Role, Scalar, Source, StatusUuid, TaskId, TaskInfo, TaskState,
-    TaskStatus, Time,
+    AgentId, AgentInfo, Attribute, AttributeValue, Capability, CommandInfo, ContainerId,
+    ExecutorId, ExecutorUsage, FrameworkId, FrameworkInfo, KillPolicy, ModelError, Network, Offer,
+    OfferId, RangeSet, Reason, ResourceName, Resources, Role, Scalar, Source, StatusUuid, TaskId,
+    TaskInfo, TaskState, TaskStatus, Time,
 };
 
 /// Longest failover timeout accepted (ten years); longer values are clamped.
@@ -365,6 +365,17 @@ pub fn task_info_from_pb(field: &str, t: &pb::TaskInfo) -> Result<TaskInfo, Mode
             .iter()
             .map(|l| (l.key.clone(), l.value.clone()))
             .collect(),
+        network: match pb::NetworkMode::try_from(t.network) {
+            Ok(pb::NetworkMode::NetworkHost) => Network::Host,
+            Ok(pb::NetworkMode::NetworkNone) => Network::None,
+            Err(_) => {
+                return Err(ModelError::invalid(
+                    format!("{field}.network"),
+                    t.network.to_string(),
+                    "unknown network mode",
+                ));
+            }
+        },
     })
 }
 
@@ -384,6 +395,10 @@ pub fn task_info_to_pb(t: &TaskInfo) -> pb::TaskInfo {
                 value: value.clone(),
             })
             .collect(),
+        network: match t.network {
+            Network::Host => pb::NetworkMode::NetworkHost,
+            Network::None => pb::NetworkMode::NetworkNone,
+        } as i32,
     }
 }
 
@@ -626,6 +641,65 @@ pub fn offer_from_pb(field: &str, o: &pb::Offer) -> Result<Offer, ModelError> {
         role: Role::parse(&format!("{field}.role"), &o.role)?,
         agent_url: o.agent_url.clone(),
     })
+}
+
+fn finite(field: &str, v: f64) -> Result<f64, ModelError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(ModelError::invalid(
+            field,
+            v.to_string(),
+            "must be finite and non-negative",
+        ))
+    }
+}
+
+pub fn usage_from_pb(field: &str, u: &pb::ExecutorUsage) -> Result<ExecutorUsage, ModelError> {
+    Ok(ExecutorUsage {
+        framework_id: FrameworkId::parse(&format!("{field}.framework_id"), &u.framework_id)?,
+        executor_id: ExecutorId::parse(&format!("{field}.executor_id"), &u.executor_id)?,
+        container_id: ContainerId::parse(&format!("{field}.container_id"), &u.container_id)?,
+        timestamp: Time::from_unix_secs_f64(u.timestamp).unwrap_or(Time::ZERO),
+        cpus_limit: finite(&format!("{field}.cpus_limit"), u.cpus_limit)?,
+        cpus_user_time_secs: finite(
+            &format!("{field}.cpus_user_time_secs"),
+            u.cpus_user_time_secs,
+        )?,
+        cpus_system_time_secs: finite(
+            &format!("{field}.cpus_system_time_secs"),
+            u.cpus_system_time_secs,
+        )?,
+        cpus_nr_periods: u.cpus_nr_periods,
+        cpus_nr_throttled: u.cpus_nr_throttled,
+        cpus_throttled_time_secs: finite(
+            &format!("{field}.cpus_throttled_time_secs"),
+            u.cpus_throttled_time_secs,
+        )?,
+        mem_rss_bytes: u.mem_rss_bytes,
+        mem_total_bytes: u.mem_total_bytes,
+        mem_limit_bytes: u.mem_limit_bytes,
+        processes: u.processes,
+    })
+}
+
+pub fn usage_to_pb(u: &ExecutorUsage) -> pb::ExecutorUsage {
+    pb::ExecutorUsage {
+        framework_id: u.framework_id.to_string(),
+        executor_id: u.executor_id.to_string(),
+        container_id: u.container_id.to_string(),
+        timestamp: u.timestamp.as_unix_secs_f64(),
+        cpus_limit: u.cpus_limit,
+        cpus_user_time_secs: u.cpus_user_time_secs,
+        cpus_system_time_secs: u.cpus_system_time_secs,
+        cpus_nr_periods: u.cpus_nr_periods,
+        cpus_nr_throttled: u.cpus_nr_throttled,
+        cpus_throttled_time_secs: u.cpus_throttled_time_secs,
+        mem_rss_bytes: u.mem_rss_bytes,
+        mem_total_bytes: u.mem_total_bytes,
+        mem_limit_bytes: u.mem_limit_bytes,
+        processes: u.processes,
+    }
 }
 
 /// Refuse-seconds from `Filters`: default 5 s, capped at 365 days, negative or

@@ -14,6 +14,7 @@ pub mod resources;
 pub mod runtime;
 mod task;
 mod time;
+mod usage;
 
 pub use agent::{AgentInfo, Attribute, AttributeValue, parse_attributes};
 pub use error::ModelError;
@@ -22,9 +23,11 @@ pub use ids::{AgentId, ContainerId, ExecutorId, FrameworkId, OfferId, StatusUuid
 pub use offer::Offer;
 pub use resources::{RangeSet, ResourceName, Resources, Scalar};
 pub use task::{
-    CommandInfo, InvalidTransition, KillPolicy, Reason, Source, TaskInfo, TaskState, TaskStatus,
+    CommandInfo, InvalidTransition, KillPolicy, Network, Reason, Source, TaskInfo, TaskState,
+    TaskStatus,
 };
 pub use time::Time;
+pub use usage::ExecutorUsage;
 
 /// The version every Cairn binary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

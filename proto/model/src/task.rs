@@ -323,6 +323,16 @@ pub struct KillPolicy {
     pub grace_period: Option<Duration>,
 }
 
+/// Which network a task's processes see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network.
+    #[default]
+    Host,
+    /// A network namespace of its own, with only a loopback device.
+    None,
+}
+
 /// A task a framework asks to launch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskInfo {
@@ -333,6 +343,7 @@ pub struct TaskInfo {
     pub command: CommandInfo,
     pub kill_policy: KillPolicy,
     pub labels: Vec<(String, String)>,
+    pub network: Network,
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ impl Master {
                 offers: BTreeSet::new(),
                 used: Resources::new(),
                 offered: Resources::new(),
+                usage: Vec::new(),
             },
         );
         self.agent_conns.insert(conn, id.clone());

@@ -12,8 +12,8 @@ mod views;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use cairn_model::{
-    AgentId, AgentInfo, FrameworkId, FrameworkInfo, OfferId, Resources, TaskId, TaskState,
-    TaskStatus, Time,
+    AgentId, AgentInfo, ExecutorUsage, FrameworkId, FrameworkInfo, OfferId, Resources, TaskId,
+    TaskState, TaskStatus, Time,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -42,6 +42,8 @@ pub(crate) struct Agent {
     pub used: Resources,
     /// Resources of the outstanding offers.
     pub offered: Resources,
+    /// What its containers used, as last reported.
+    pub usage: Vec<ExecutorUsage>,
 }
 
 #[derive(Debug)]
@@ -212,6 +214,15 @@ impl Master {
                 status,
             } => {
                 self.agent_status_update(now, conn, framework_id, status);
+                Ok(())
+            }
+            Input::AgentUsage { conn, executors } => {
+                if let Some(id) = self.agent_conns.get(&conn)
+                    && let Some(agent) = self.agents.get_mut(id)
+                {
+                    agent.last_seen = now;
+                    agent.usage = executors;
+                }
                 Ok(())
             }
             Input::AgentDisconnected { conn } => {

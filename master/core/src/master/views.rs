@@ -84,6 +84,7 @@ impl Master {
                     used: a.used.clone(),
                     offered: a.offered.clone(),
                     task_count: a.tasks.len(),
+                    usage: a.usage.clone(),
                 })
                 .collect(),
             unreachable_agents: self

@@ -330,5 +330,6 @@ pub fn task(id: &str, agent: &AgentId, resources: &str) -> TaskInfo {
         command: CommandInfo::shell("sleep 1"),
         kill_policy: KillPolicy::default(),
         labels: vec![],
+        network: cairn_model::Network::Host,
     }
 }

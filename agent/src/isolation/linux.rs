@@ -1,0 +1,293 @@
+//! The Linux launcher: every container in cgroups of its own (cpu shares and
+//! CFS quota, memory limit, pids limit) and, with namespaces, in new PID,
+//! mount, UTS and IPC namespaces.
+//!
+//! Start-up of a container:
+//!
+//! ```text
+//! agent --fork--> shim: setsid, joins the container's cgroups (writes 0 to
+//!                 each cgroup.procs), unshare(PID|NS|UTS|IPC), exec executor binary
+//!   shim (mount/uts/ipc ns): private mounts, tmpfs /tmp, sandbox bound at
+//!        /mnt/mesos/sandbox, hostname --fork--> init (PID 1): mounts /proc
+//!        --fork--> executor (PID 2) --fork--> task processes
+//! ```
+//! The cgroups are joined before anything can fork, so no process of the
+//! container ever runs outside them. When the executor exits, init exits,
+//! and the kernel kills and reaps whatever else is left in the PID
+//! namespace (double-forked daemons included).
+//!
+//! Destroying a container freezes its cgroup, SIGKILLs every process but the
+//! shim (init's death ends the namespace; the shim then exits and is reaped
+//! by the agent), and removes the cgroups. Mounts live only in the
+//! container's mount namespace and vanish with it.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
+
+use cairn_agent_core::{Limitation, Termination};
+use cairn_model::{ContainerId, Reason};
+use tokio::sync::oneshot;
+
+use super::cgroups::{CgroupStats, Cgroups, Limits};
+use crate::launcher::{ContainerSpec, LaunchError, Launched, Launcher};
+
+/// Memory given to a container on top of its tasks' `mem`, for the executor
+/// (as Mesos adds 32 MB for its command executor).
+pub const EXECUTOR_MEM_OVERHEAD_MB: u64 = 32;
+
+/// The sandbox's path inside a container with a mount namespace.
+pub const CONTAINER_SANDBOX: &str = "/mnt/mesos/sandbox";
+
+#[derive(Debug)]
+pub struct LinuxLauncher {
+    cgroups: Cgroups,
+    namespaces: bool,
+    enable_cfs: bool,
+    max_pids: i64,
+    /// Container id to the shim's pid.
+    shims: Mutex<HashMap<ContainerId, i32>>,
+    /// Container id to its memory limit, for limitation messages.
+    limits: Mutex<HashMap<ContainerId, (u64, u64)>>,
+}
+
+impl LinuxLauncher {
+    pub fn new(cgroups: Cgroups, namespaces: bool, enable_cfs: bool, max_pids: i64) -> Self {
+        LinuxLauncher {
+            cgroups,
+            namespaces,
+            enable_cfs,
+            max_pids,
+            shims: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+}
+
+/// A C string for a path, for use between fork and exec.
+fn cpath(p: &std::path::Path) -> Option<CString> {
+    CString::new(p.as_os_str().as_bytes()).ok()
+}
+
+/// Writes `data` to the file at `path`. Async-signal-safe: only open(2),
+/// write(2) and close(2), on memory prepared before the fork.
+fn write_raw(path: &CString, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string and `data` a valid
+    // slice, both allocated before the fork; the fd is closed on every path.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n < 0 { Err(err) } else { Ok(()) }
+    }
+}
+
+impl Launcher for LinuxLauncher {
+    fn name(&self) -> &'static str {
+        if self.namespaces {
+            "cgroups,namespaces"
+        } else {
+            "cgroups"
+        }
+    }
+
+    fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
+        let id = spec.container_id.clone();
+        let cpus = spec.resources.cpus().as_f64().max(0.01);
+        let task_mb = spec.resources.mem().milli() / 1000;
+        let limit_mb = task_mb + EXECUTOR_MEM_OVERHEAD_MB;
+        let limits = Limits::new(
+            cpus,
+            i64::try_from(limit_mb << 20).unwrap_or(i64::MAX),
+            self.max_pids,
+            self.enable_cfs,
+        );
+        let cg = self
+            .cgroups
+            .create(&id, &limits)
+            .map_err(|e| LaunchError::Isolation {
+                container: id.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Ok(mut l) = self.limits.lock() {
+            l.insert(id.clone(), (task_mb, limit_mb));
+        }
+        let procs: Vec<CString> = self
+            .cgroups
+            .procs_files(&cg)
+            .iter()
+            .filter_map(|p| cpath(p))
+            .collect();
+        let oom_adj = CString::new("/proc/self/oom_score_adj").unwrap_or_default();
+        let log_path = spec.sandbox.join("executor.log");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(|source| LaunchError::Open {
+                    path: log_path.clone(),
+                    source,
+                })
+        };
+        let (out, err) = (open()?, open()?);
+        let mut env = spec.env.clone();
+        if self.namespaces {
+            env.push((
+                "CAIRN_CONTAINER_SANDBOX".into(),
+                spec.sandbox.display().to_string(),
+            ));
+            env.push(("CAIRN_CONTAINER_HOSTNAME".into(), hostname_for(&id)));
+            env.push(("MESOS_SANDBOX".into(), CONTAINER_SANDBOX.into()));
+        }
+        let mut cmd = tokio::process::Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.sandbox)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(false);
+        let namespaces = self.namespaces;
+        // SAFETY: the closure runs in the child between fork and exec. It
+        // only makes syscalls (setsid, open, write, close, unshare) on memory
+        // prepared before the fork, all async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for p in &procs {
+                    write_raw(p, b"0")?;
+                }
+                // The executor should be the OOM killer's last choice in
+                // its container; tasks reset this to 0.
+                let _ = write_raw(&oom_adj, b"-999");
+                if namespaces {
+                    let flags = libc::CLONE_NEWPID
+                        | libc::CLONE_NEWNS
+                        | libc::CLONE_NEWUTS
+                        | libc::CLONE_NEWIPC;
+                    if libc::unshare(flags) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                let _ = self.cgroups.destroy(&id, None);
+                return Err(LaunchError::Spawn {
+                    container: id,
+                    program: spec.program.clone(),
+                    source,
+                });
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        if let Ok(mut s) = self.shims.lock() {
+            s.insert(id.clone(), i32::try_from(pid).unwrap_or(0));
+        }
+        let (tx, exited) = oneshot::channel();
+        tokio::spawn(async move {
+            let termination = match child.wait().await {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    Termination {
+                        exit_code: status.code(),
+                        signal: status.signal(),
+                        reason: None,
+                        message: None,
+                    }
+                }
+                Err(e) => Termination {
+                    message: Some(format!("cannot wait for the executor: {e}")),
+                    ..Termination::default()
+                },
+            };
+            let _ = tx.send(termination);
+        });
+        Ok(Launched { pid, exited })
+    }
+
+    fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {
+        let shim = self
+            .shims
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(container_id));
+        if let Ok(mut l) = self.limits.lock() {
+            l.remove(container_id);
+        }
+        self.cgroups
+            .destroy(container_id, shim)
+            .map_err(|e| LaunchError::Destroy {
+                container: container_id.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn limitation(&self, container_id: &ContainerId) -> Option<Limitation> {
+        if self.cgroups.oom_kills(container_id) == 0 {
+            return None;
+        }
+        let (task_mb, limit_mb) = self
+            .limits
+            .lock()
+            .ok()
+            .and_then(|l| l.get(container_id).copied())
+            .unwrap_or((0, 0));
+        Some(Limitation {
+            reason: Reason::ContainerLimitationMemory,
+            message: format!(
+                "Memory limit exceeded: the container's limit is {limit_mb} MB ({task_mb} MB for the task, {EXECUTOR_MEM_OVERHEAD_MB} MB for its executor)"
+            ),
+        })
+    }
+
+    fn usage(&self, container_id: &ContainerId) -> Option<CgroupStats> {
+        self.cgroups.stats(container_id)
+    }
+
+    fn release(&self) {
+        self.cgroups.remove_root();
+    }
+
+    fn cleanup_orphans(&self, keep: &[ContainerId]) -> Vec<ContainerId> {
+        let mut removed = Vec::new();
+        for id in self.cgroups.list() {
+            if keep.contains(&id) {
+                continue;
+            }
+            match self.cgroups.destroy(&id, None) {
+                Ok(()) => removed.push(id),
+                Err(e) => {
+                    tracing::warn!(container_id = %id, error = %e, "cannot remove a container left by an earlier run")
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// A container's hostname: short and unique, from its id.
+pub fn hostname_for(id: &ContainerId) -> String {
+    let s: String = id
+        .as_str()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(63)
+        .collect();
+    if s.is_empty() { "container".into() } else { s }
+}

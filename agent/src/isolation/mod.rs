@@ -1,0 +1,82 @@
+//! Isolation of containers: which launcher the agent uses.
+//!
+//! - `posix`: process sessions only (any user, any host).
+//! - `cgroups,namespaces`: cgroups (cpu, memory, pids, freezer) and PID,
+//!   mount, UTS and IPC namespaces; needs root.
+//! - `cgroups`: cgroups only.
+//! - `auto` (the default): `cgroups,namespaces` when it works here, else
+//!   `posix` with a warning.
+
+pub mod cgroups;
+pub mod container;
+pub mod linux;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::launcher::{Launcher, PosixLauncher};
+
+/// Options of the Linux launcher.
+#[derive(Clone, Debug)]
+pub struct LinuxOptions {
+    pub enable_cfs: bool,
+    pub max_pids: i64,
+    /// Relative cgroup path for this agent's containers.
+    pub cgroups_root: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IsolationError {
+    #[error("unknown isolation {0:?} (auto, posix, cgroups,namespaces or cgroups)")]
+    Unknown(String),
+    #[error("isolation {wanted:?} is not available: {reason}")]
+    Unavailable { wanted: String, reason: String },
+}
+
+/// The launcher for `--isolation`, and a warning when `auto` fell back.
+pub fn select(
+    isolation: &str,
+    work_dir: &Path,
+    options: &LinuxOptions,
+) -> Result<(Arc<dyn Launcher>, Option<String>), IsolationError> {
+    let root = options
+        .cgroups_root
+        .clone()
+        .unwrap_or_else(|| cgroups::agent_root(work_dir));
+    let linux = |namespaces: bool| -> Result<Arc<dyn Launcher>, String> {
+        let cg = cgroups::Cgroups::detect(&root).map_err(|e| e.to_string())?;
+        Ok(Arc::new(linux::LinuxLauncher::new(
+            cg,
+            namespaces,
+            options.enable_cfs,
+            options.max_pids,
+        )))
+    };
+    let normalized: String = isolation
+        .split(',')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(",");
+    match normalized.as_str() {
+        "posix" => Ok((Arc::new(PosixLauncher::new()), None)),
+        "cgroups,namespaces" | "namespaces,cgroups" | "cgroups" => {
+            let namespaces = normalized != "cgroups";
+            linux(namespaces)
+                .map(|l| (l, None))
+                .map_err(|reason| IsolationError::Unavailable {
+                    wanted: normalized.clone(),
+                    reason,
+                })
+        }
+        "auto" => match linux(true) {
+            Ok(l) => Ok((l, None)),
+            Err(reason) => Ok((
+                Arc::new(PosixLauncher::new()),
+                Some(format!(
+                    "cgroups cannot be used ({reason}); falling back to --isolation posix: tasks are not limited to their resources and may outlive a kill"
+                )),
+            )),
+        },
+        other => Err(IsolationError::Unknown(other.to_string())),
+    }
+}

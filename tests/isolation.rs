@@ -1,0 +1,332 @@
+//! Isolation: every task in its own cgroups and namespaces (needs root and a
+//! cgroup filesystem, as in CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use cairn_model::{Reason, TaskState};
+use cairn_sdk::{FrameworkInfo, TaskBuilder, TaskStatus};
+use cairn_tests::cluster::{Cluster, ClusterSpec};
+use cairn_tests::framework::TestFramework;
+use cairn_tests::process::{cgroups_under, processes_marked, processes_running};
+use cairn_tests::wait_for;
+
+const T: Duration = Duration::from_secs(30);
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "isolation tests need root (cgroups and namespaces), as CI has"
+    );
+}
+
+async fn cluster(agent_args: &[&str]) -> Cluster {
+    require_root();
+    let mut args = vec!["--isolation".to_string(), "cgroups,namespaces".to_string()];
+    args.extend(agent_args.iter().map(|s| (*s).to_string()));
+    Cluster::start(ClusterSpec {
+        agent_args: args,
+        ..ClusterSpec::default()
+    })
+    .await
+}
+
+/// Launches one task built by `build` on the first offer; returns its id.
+async fn launch(fw: &mut TestFramework, id: &str, build: impl FnOnce(TaskBuilder) -> TaskBuilder) {
+    let offer = fw.offers(T).await.remove(0);
+    let task = build(TaskBuilder::new(id).cpus(0.5).mem(64.0))
+        .build(&offer.agent_id)
+        .unwrap();
+    fw.driver
+        .accept(
+            std::slice::from_ref(&offer.id),
+            vec![task],
+            Some(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+}
+
+/// The task's stdout, read from its sandbox on the host.
+fn stdout_of(cluster: &Cluster, task: &str) -> String {
+    let root = cluster.agents[0].work_dir.join("frameworks");
+    for fw in std::fs::read_dir(&root).unwrap().flatten() {
+        let runs = fw.path().join("executors").join(task).join("runs");
+        if let Some(run) = std::fs::read_dir(runs)
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(Result::ok)
+        {
+            return std::fs::read_to_string(run.path().join("stdout")).unwrap_or_default();
+        }
+    }
+    String::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_over_its_memory_limit_fails_with_the_memory_reason_and_others_run_on() {
+    let cluster = cluster(&[]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "mem").await;
+    launch(&mut fw, "bystander", |b| b.shell("sleep 3")).await;
+    fw.update("bystander", T, |s| s.state == TaskState::Running)
+        .await;
+    launch(&mut fw, "hog", |b| {
+        b.shell("dd if=/dev/zero of=/dev/null bs=200M count=1")
+    })
+    .await;
+    let end = fw.terminal("hog", T).await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(
+        end.reason,
+        Some(Reason::ContainerLimitationMemory),
+        "{end:?}"
+    );
+    assert!(
+        end.message.contains("64 MB"),
+        "the message names the limit: {}",
+        end.message
+    );
+    let other = fw.terminal("bystander", T).await;
+    assert_eq!(
+        other.state,
+        TaskState::Finished,
+        "the other task is unaffected: {other:?}"
+    );
+    assert!(
+        cairn_tests::http::get(&format!("http://{}/health", cluster.agents[0].addr))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_bounded_and_killing_it_leaves_nothing() {
+    let cluster = cluster(&["--max-task-pids", "64"]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "bomb").await;
+    launch(&mut fw, "bomb", |b| {
+        b.shell("f() { f | f & }; f; sleep 600")
+            .kill_grace(Duration::from_secs(1))
+    })
+    .await;
+    fw.update("bomb", T, |s| s.state == TaskState::Running)
+        .await;
+    let stats = format!("http://{}/monitor/statistics", cluster.agents[0].addr);
+    let health = format!("http://{}/health", cluster.agents[0].addr);
+    // The bomb fills its pids limit and stays within it; the agent answers.
+    let most = wait_for(T, "the bomb to reach its pids limit", || {
+        let stats = stats.clone();
+        async move {
+            let s = cairn_tests::http::get_json(&stats).await?;
+            let n = s[0]["statistics"]["processes"].as_u64()?;
+            (n >= 40).then_some(n)
+        }
+    })
+    .await;
+    assert!(most <= 64, "{most} processes under a limit of 64");
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert!(
+            cairn_tests::http::get(&health).await.is_some(),
+            "the agent stopped answering"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the agent took {:?} to answer",
+            started.elapsed()
+        );
+        let n = processes_marked("bomb").len();
+        assert!(n <= 64 + 3, "{n} processes of the bomb on the host");
+    }
+    fw.driver
+        .kill(&cairn_sdk::TaskId::new("bomb"), None)
+        .await
+        .unwrap();
+    let end = fw.terminal("bomb", T).await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    wait_for(T, "every process of the bomb to be gone", || async {
+        processes_marked("bomb").is_empty().then_some(())
+    })
+    .await;
+    let root = cluster.agent_cgroups(0);
+    wait_for(T, "the bomb's cgroups to be removed", || {
+        let root = root.clone();
+        async move { cgroups_under(&root).is_empty().then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_loop_with_half_a_cpu_uses_at_most_about_0_6_of_a_core() {
+    let cluster = cluster(&[]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "cpu").await;
+    launch(&mut fw, "spin", |b| {
+        b.cpus(0.5).shell("while :; do :; done")
+    })
+    .await;
+    fw.update("spin", T, |s| s.state == TaskState::Running)
+        .await;
+    let stats = format!("http://{}/monitor/statistics", cluster.agents[0].addr);
+    let sample = || {
+        let stats = stats.clone();
+        async move {
+            let s = cairn_tests::http::get_json(&stats)
+                .await
+                .expect("statistics");
+            let st = &s[0]["statistics"];
+            (
+                st["cpus_user_time_secs"].as_f64().unwrap()
+                    + st["cpus_system_time_secs"].as_f64().unwrap(),
+                st["timestamp"].as_f64().unwrap(),
+                st["cpus_nr_throttled"].as_u64().unwrap(),
+            )
+        }
+    };
+    // Let it get going, then measure five seconds.
+    wait_for(T, "the loop to use cpu", || async {
+        (sample().await.0 > 0.2).then_some(())
+    })
+    .await;
+    let (c0, t0, _) = sample().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (c1, t1, throttled) = sample().await;
+    let cores = (c1 - c0) / (t1 - t0);
+    assert!(cores <= 0.6, "used {cores:.2} of a core with cpus:0.5");
+    assert!(
+        cores >= 0.3,
+        "used only {cores:.2} of a core: the loop did not run?"
+    );
+    assert!(throttled > 0, "the CFS quota never throttled it");
+    fw.driver
+        .kill(&cairn_sdk::TaskId::new("spin"), None)
+        .await
+        .unwrap();
+    assert_eq!(fw.terminal("spin", T).await.state, TaskState::Killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_sees_only_its_processes_its_own_hostname_and_a_private_tmp() {
+    let cluster = cluster(&[]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "ns").await;
+    let marker = format!("private-{}", std::process::id());
+    let script = format!(
+        "echo procs=$(ps -e -o pid= | wc -l); echo host=$(hostname); echo {marker} > /tmp/{marker}; \
+         echo tmp=$(cat /tmp/{marker}); echo sandbox=$MESOS_SANDBOX; echo cwd=$(pwd); echo uid=$(id -u)"
+    );
+    launch(&mut fw, "look", |b| b.shell(script)).await;
+    let end = fw.terminal("look", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    let out = stdout_of(&cluster, "look");
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {out:?}"))
+            .to_string()
+    };
+    let procs: usize = field("procs").trim().parse().unwrap();
+    // init, executor, the shell, ps and wc: nothing of the host.
+    assert!(procs <= 6, "the task sees {procs} processes:\n{out}");
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_ne!(field("host"), host, "the task has the host's hostname");
+    assert_eq!(field("tmp"), marker, "the task can use its /tmp");
+    assert!(
+        !std::path::Path::new(&format!("/tmp/{marker}")).exists(),
+        "the task's /tmp file is on the host"
+    );
+    assert_eq!(field("sandbox"), "/mnt/mesos/sandbox");
+    assert_eq!(field("cwd"), "/mnt/mesos/sandbox");
+    assert_ne!(field("uid"), "0", "tasks do not run as root by default");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_forked_daemon_does_not_outlive_its_task() {
+    let cluster = cluster(&[]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "daemon").await;
+    launch(&mut fw, "daemonizer", |b| {
+        b.shell("(setsid sleep 613 &) ; sleep 0.5; exit 0")
+    })
+    .await;
+    let end = fw.terminal("daemonizer", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    wait_for(T, "the daemon to be gone", || async {
+        processes_running("sleep 613").is_empty().then_some(())
+    })
+    .await;
+    let root = cluster.agent_cgroups(0);
+    wait_for(T, "the task's cgroups to be removed", || {
+        let root = root.clone();
+        async move { cgroups_under(&root).is_empty().then_some(()) }
+    })
+    .await;
+}
+
+async fn run_as(master: &str, user: &str) -> TaskStatus {
+    let mut fw = TestFramework::start(master, FrameworkInfo::new("who", user)).await;
+    launch(&mut fw, "whoami", |b| b.shell("id -u")).await;
+    fw.terminal("whoami", T).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_tasks_are_refused_unless_the_agent_allows_them() {
+    let strict = cluster(&[]).await;
+    let end = run_as(&strict.master_addr, "root").await;
+    assert_eq!(end.state, TaskState::Error, "{end:?}");
+    assert_eq!(end.reason, Some(Reason::TaskUnauthorized));
+    assert!(end.message.contains("root"), "{}", end.message);
+    drop(strict);
+
+    let lenient = cluster(&["--allow-root-tasks"]).await;
+    let end = run_as(&lenient.master_addr, "root").await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(stdout_of(&lenient, "whoami").trim(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_removes_containers_it_does_not_know() {
+    let mut cluster = cluster(&[]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "orphans").await;
+    launch(&mut fw, "orphan", |b| b.shell("sleep 619")).await;
+    fw.update("orphan", T, |s| s.state == TaskState::Running)
+        .await;
+    cluster.agents[0].proc.kill9();
+    assert!(
+        !processes_running("sleep 619").is_empty(),
+        "the task outlives its agent's kill -9"
+    );
+    // The same agent (same work dir and cgroup root) starts again.
+    let work_dir = cluster.agents[0].work_dir.display().to_string();
+    let root = cluster.agent_cgroups(0);
+    let addr = cluster.agents[0].addr.clone();
+    let args: Vec<String> = [
+        "--master",
+        &cluster.master_addr,
+        "--listen",
+        &addr,
+        "--work-dir",
+        &work_dir,
+        "--resources",
+        "cpus:4;mem:4096",
+        "--cgroups-root",
+        &root,
+        "--isolation",
+        "cgroups,namespaces",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    cluster.agents[0].proc = cairn_tests::process::Proc::spawn(
+        "agent-0 again",
+        &cairn_tests::process::bin("cairn-agent"),
+        &args,
+        &cluster.dir.path().join("agent-0-again.log"),
+    );
+    wait_for(T, "the orphaned task to be killed", || async {
+        processes_running("sleep 619").is_empty().then_some(())
+    })
+    .await;
+    wait_for(T, "the orphaned cgroups to be removed", || {
+        let root = root.clone();
+        async move { cgroups_under(&root).is_empty().then_some(()) }
+    })
+    .await;
+}
