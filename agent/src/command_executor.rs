@@ -10,7 +10,6 @@
 //! executor exits once the agent has acknowledged every update; if the agent
 //! goes away meanwhile, it keeps the task running and reconnects.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,9 +80,10 @@ pub fn main() -> Result<(), ExecutorError> {
         executor_id,
         sandbox,
         task: None,
-        unacked: BTreeMap::new(),
+        unacked: Vec::new(),
         terminal_sent: false,
         user: std::env::var("CAIRN_TASK_USER").unwrap_or_default(),
+        subscribed: false,
     };
     rt.block_on(ex.run())
 }
@@ -103,11 +103,14 @@ struct CommandExecutor {
     executor_id: ExecutorId,
     sandbox: PathBuf,
     task: Option<RunningTask>,
-    /// Updates the agent has not acknowledged yet, by uuid.
-    unacked: BTreeMap<StatusUuid, TaskStatus>,
+    /// Updates the agent has not acknowledged yet, in the order sent (they
+    /// are replayed in that order after a reconnect).
+    unacked: Vec<TaskStatus>,
     terminal_sent: bool,
     /// The user tasks run as ("": this executor's own).
     user: String,
+    /// Set when a session got through to the agent.
+    subscribed: bool,
 }
 
 /// What the task's process did.
@@ -130,6 +133,11 @@ impl CommandExecutor {
             match self.session(&exit_tx, &mut exit_rx).await {
                 Ok(Step::Done) => return Ok(()),
                 Ok(Step::Continue) | Err(_) => {}
+            }
+            // The recovery clock runs from the end of the last session that
+            // got through to the agent.
+            if std::mem::take(&mut self.subscribed) {
+                disconnected_since = None;
             }
             let since = *disconnected_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() > RECOVERY_TIMEOUT {
@@ -161,8 +169,8 @@ impl CommandExecutor {
         if status.state.is_terminal() {
             self.terminal_sent = true;
         }
-        if let Some(u) = status.uuid {
-            self.unacked.insert(u, status.clone());
+        if status.uuid.is_some() {
+            self.unacked.push(status.clone());
         }
         let _ = tx
             .send(pb::ExecutorMessage {
@@ -192,12 +200,13 @@ impl CommandExecutor {
                 pb::ExecutorSubscribe {
                     framework_id: self.framework_id.to_string(),
                     executor_id: self.executor_id.to_string(),
-                    unacknowledged_updates: self.unacked.values().map(task_status_to_pb).collect(),
+                    unacknowledged_updates: self.unacked.iter().map(task_status_to_pb).collect(),
                 },
             )),
         };
         let _ = tx.send(subscribe).await;
         let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        self.subscribed = true;
         loop {
             if self.terminal_sent && self.unacked.is_empty() {
                 return Ok(Step::Done);
@@ -259,7 +268,7 @@ impl CommandExecutor {
             }
             E::Acknowledged(a) => {
                 if let Ok(u) = StatusUuid::from_slice("uuid", &a.uuid) {
-                    self.unacked.remove(&u);
+                    self.unacked.retain(|s| s.uuid != Some(u));
                 }
             }
         }
@@ -273,6 +282,10 @@ impl CommandExecutor {
         exit_tx: &mpsc::Sender<Exit>,
     ) {
         if let Some(running) = &self.task {
+            if running.id == task.task_id {
+                // Sent again after a reconnect: already running.
+                return;
+            }
             let mut s = self.new_status(
                 &task.task_id,
                 TaskState::Failed,

@@ -223,12 +223,14 @@ async fn download(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let bytes = tokio::fs::read(&path)
+    // Streamed: a large file is never held in memory.
+    let file = tokio::fs::File::open(&path)
         .await
         .map_err(|source| FilesError::Io {
             path: requested.clone(),
             source,
         })?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -237,7 +239,7 @@ async fn download(
                 format!("attachment; filename=\"{name}\""),
             ),
         ],
-        bytes,
+        body,
     )
         .into_response())
 }

@@ -255,6 +255,11 @@ impl Driver {
                             conn,
                             "event queue full: the framework is not reading its stream",
                         );
+                        // The stream may stay open at the transport level;
+                        // the core must not wait for it to end.
+                        let _ = self
+                            .core
+                            .handle(Time::now(), Input::FrameworkDisconnected { conn });
                     }
                 }
                 Output::ToAgent {
@@ -276,6 +281,9 @@ impl Driver {
                             conn,
                             "message queue full: the agent is not reading its session",
                         );
+                        let _ = self
+                            .core
+                            .handle(Time::now(), Input::AgentDisconnected { conn });
                     }
                 }
                 Output::CloseFramework { conn, reason } | Output::CloseAgent { conn, reason } => {

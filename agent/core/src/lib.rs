@@ -553,6 +553,23 @@ impl Agent {
         self.enqueue(now, framework_id, status);
     }
 
+    /// Remembers a task the agent ended itself without an executor (a
+    /// refused launch), so re-registration reports it until acknowledged.
+    fn remember_refused(&mut self, framework_id: &FrameworkId, task: &TaskInfo, state: TaskState) {
+        if self.updates.has_stream(framework_id, &task.task_id) {
+            self.finished.insert(
+                (framework_id.clone(), task.task_id.clone()),
+                TaskReport {
+                    framework_id: framework_id.clone(),
+                    executor_id: ExecutorId::new(task.task_id.as_str()),
+                    container_id: None,
+                    task: task.clone(),
+                    state,
+                },
+            );
+        }
+    }
+
     fn enqueue(&mut self, now: Time, framework_id: &FrameworkId, status: TaskStatus) {
         if self.removed.contains(framework_id) {
             return;
@@ -607,6 +624,21 @@ impl Agent {
                 Reason::ContainerLaunchFailed,
                 format!("An executor named {executor_id} is still running"),
             ))
+        } else if self.updates.has_stream(&framework_id, &task.task_id)
+            || self
+                .finished
+                .contains_key(&(framework_id.clone(), task.task_id.clone()))
+        {
+            // An earlier run's updates are still unacknowledged; a late one
+            // would land on this run.
+            Some((
+                TaskState::Error,
+                Reason::TaskInvalid,
+                format!(
+                    "Task {} still has unacknowledged updates from an earlier run on this agent; use a new task id",
+                    task.task_id
+                ),
+            ))
         } else {
             None
         };
@@ -614,6 +646,7 @@ impl Agent {
         self.frameworks
             .insert(framework_id.clone(), framework.clone());
         if let Some((state, reason, message)) = refuse {
+            let refused_in_use = reason == Reason::TaskInvalid;
             self.agent_update(
                 now,
                 (&framework_id, &executor_id, &task.task_id),
@@ -623,6 +656,9 @@ impl Agent {
                     message,
                 },
             );
+            if !refused_in_use {
+                self.remember_refused(&framework_id, &task, state);
+            }
             return;
         }
         self.next_container += 1;
@@ -685,6 +721,10 @@ impl Agent {
             self.outputs.push_back(Output::CloseExecutor { conn });
             return;
         };
+        // A re-subscription (its stream broke, or the agent restarted) may
+        // have lost a launch in flight: tasks it never reported on are sent
+        // again (executors ignore a launch of a task they already run).
+        let resubscribed = e.state != ExecState::Launching;
         if let ExecState::Running(old) = e.state
             && old != conn
         {
@@ -699,7 +739,11 @@ impl Agent {
             return;
         };
         let mut launches = Vec::new();
-        for t in e.tasks.values_mut().filter(|t| t.queued) {
+        for t in e
+            .tasks
+            .values_mut()
+            .filter(|t| t.queued || (resubscribed && t.state == TaskState::Staging))
+        {
             t.queued = false;
             launches.push(t.info.clone());
         }

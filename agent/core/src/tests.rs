@@ -600,3 +600,77 @@ fn a_task_killed_by_a_limit_fails_with_the_limit_as_reason() {
     assert_eq!(sent.reason, Some(Reason::ContainerLimitationMemory));
     assert!(sent.message.contains("64 MB"));
 }
+
+#[test]
+fn a_relaunch_under_an_id_with_pending_updates_is_refused() {
+    let (mut a, container) = running();
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Finished, 1),
+            limitation: None,
+        },
+    );
+    a.handle(
+        t(3),
+        Input::ContainerExited {
+            container_id: container,
+            termination: Termination::default(),
+        },
+    );
+    drain(&mut a);
+    // FINISHED is not acknowledged yet; the framework launches "t" again.
+    a.handle(
+        t(4),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Launch(_))),
+        "{out:?}"
+    );
+    // Its refusal queues behind the unacknowledged FINISHED.
+    a.handle(
+        t(5),
+        Input::Acknowledge {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            uuid: StatusUuid([1; 16]),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(out.as_slice(), [Output::ToMaster { status, .. }] if status.state == TaskState::Error),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_resubscribing_executor_gets_launches_it_never_reported_on() {
+    let (mut a, _) = running();
+    // The stream breaks before the executor reported anything.
+    a.handle(t(2), Input::ExecutorDisconnected { conn: ExecConn(1) });
+    a.handle(
+        t(3),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(2),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    let out = drain(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::ToExecutor {
+                conn: ExecConn(2),
+                command: ExecutorCommand::Launch { .. }
+            }]
+        ),
+        "{out:?}"
+    );
+}

@@ -28,6 +28,9 @@ pub struct MasterConfig {
     pub max_unreachable_agents: usize,
     /// Status transitions kept per task.
     pub max_statuses_per_task: usize,
+    /// How long a framework known only from agents' reports (after a master
+    /// restart) is kept at least, waiting for it to re-subscribe.
+    pub framework_recovery_grace: Duration,
 }
 
 impl Default for MasterConfig {
@@ -43,6 +46,7 @@ impl Default for MasterConfig {
             max_completed_frameworks: 50,
             max_unreachable_agents: 1000,
             max_statuses_per_task: 16,
+            framework_recovery_grace: Duration::from_secs(120),
         }
     }
 }

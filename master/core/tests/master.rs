@@ -804,3 +804,194 @@ fn a_reregistering_agent_brings_back_the_frameworks_it_holds_updates_for() {
     assert!(sim.take_agent(conn).is_empty());
     sim.check();
 }
+
+fn long_ping() -> MasterConfig {
+    MasterConfig {
+        agent_ping_timeout: secs(10),
+        ..MasterConfig::default()
+    }
+}
+
+#[test]
+fn a_returning_agent_does_not_overwrite_a_task_relaunched_elsewhere() {
+    let mut sim = Sim::new(long_ping());
+    let a = sim.agent("cpus:2;mem:1024");
+    let b = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offers = sim.offers(&fw);
+    let on_a = offers.iter().find(|o| o.agent_id == a.id).unwrap().clone();
+    let on_b = offers.iter().find(|o| o.agent_id == b.id).unwrap().clone();
+    let t_a = task("t", &a.id, "cpus:1;mem:128");
+    sim.launch(&fw, &on_a, vec![t_a.clone()]);
+    // a goes silent past the ping timeout (b keeps heartbeating): t is LOST.
+    for _ in 0..11 {
+        sim.advance(secs(1));
+        sim.input(Input::AgentHeartbeat { conn: b.conn }).unwrap();
+    }
+    assert_eq!(sim.updates(&fw)[0].state, TaskState::Lost);
+    // The framework relaunches t on b.
+    sim.launch(&fw, &on_b, vec![task("t", &b.id, "cpus:1;mem:128")]);
+    let _ = sim.take_agent(b.conn);
+    // a comes back, still running its copy of t: that copy is killed.
+    let a2 = sim.reregister(
+        &a,
+        "cpus:2;mem:1024",
+        vec![ReportedTask {
+            framework_id: fw.id.clone(),
+            task: t_a,
+            state: TaskState::Running,
+        }],
+    );
+    assert!(
+        sim.take_agent(a2.conn).iter().any(
+            |c| matches!(c, AgentCommand::KillTask { task_id, .. } if task_id.as_str() == "t")
+        )
+    );
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.frameworks[0].tasks.len(), 1);
+    assert_eq!(snap.frameworks[0].tasks[0].agent_id, b.id);
+    sim.check();
+}
+
+#[test]
+fn unreachable_tasks_an_agent_returns_without_are_reported_gone() {
+    let mut sim = Sim::new(long_ping());
+    let a = sim.agent("cpus:2;mem:1024");
+    let mut info = FrameworkInfo::new("pa", "nobody");
+    info.capabilities.insert(Capability::PartitionAware);
+    info.failover_timeout = secs(3600);
+    let fw = sim.framework_with(info);
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.launch(&fw, &offer, vec![task("t", &a.id, "cpus:1;mem:128")]);
+    sim.advance(secs(11));
+    assert_eq!(sim.updates(&fw)[0].state, TaskState::Unreachable);
+    sim.reregister(&a, "cpus:2;mem:1024", vec![]);
+    let u = sim.updates(&fw);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert_eq!(u[0].state, TaskState::Gone);
+    let snap = sim.master.snapshot();
+    assert!(snap.frameworks[0].unreachable_tasks.is_empty());
+    assert_eq!(snap.frameworks[0].completed_tasks[0].state, TaskState::Gone);
+    sim.check();
+}
+
+#[test]
+fn frameworks_recovered_after_a_master_restart_outlive_a_zero_failover_timeout() {
+    let mut sim = Sim::new(MasterConfig {
+        agent_ping_timeout: secs(3600),
+        ..MasterConfig::default()
+    });
+    let mut info = FrameworkInfo::new("zero", "nobody");
+    info.id = Some(cairn_model::FrameworkId::new("earlier-0001"));
+    let conn = sim.conn();
+    sim.input(Input::AgentRegister {
+        conn,
+        agent_id: Some(cairn_model::AgentId::new("earlier-S1")),
+        info: cairn_model::AgentInfo {
+            hostname: "h".into(),
+            address: "h:1".into(),
+            resources: res("cpus:2;mem:1024"),
+            attributes: vec![],
+        },
+        tasks: vec![ReportedTask {
+            framework_id: cairn_model::FrameworkId::new("earlier-0001"),
+            task: task(
+                "t",
+                &cairn_model::AgentId::new("earlier-S1"),
+                "cpus:1;mem:128",
+            ),
+            state: TaskState::Running,
+        }],
+        frameworks: vec![info],
+    })
+    .unwrap();
+    sim.advance(secs(60));
+    assert_eq!(
+        sim.master.snapshot().frameworks.len(),
+        1,
+        "kept while it may re-subscribe"
+    );
+    sim.advance(secs(61));
+    assert!(
+        sim.master.snapshot().frameworks.is_empty(),
+        "removed after the recovery grace"
+    );
+    sim.check();
+}
+
+#[test]
+fn an_acknowledgement_that_cannot_reach_the_agent_keeps_the_task_until_resent() {
+    let mut sim = Sim::new(MasterConfig {
+        agent_ping_timeout: secs(3600),
+        ..MasterConfig::default()
+    });
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    let t = task("t", &a.id, "cpus:1;mem:128");
+    sim.launch(&fw, &offer, vec![t.clone()]);
+    let u1 = sim.report(&a, &fw.id, "t", TaskState::Finished);
+    sim.input(Input::AgentDisconnected { conn: a.conn })
+        .unwrap();
+    sim.ack(&fw, &a.id, "t", u1);
+    assert_eq!(
+        sim.master.snapshot().frameworks[0].tasks.len(),
+        1,
+        "not completed: the ack went nowhere"
+    );
+    // The agent is back and re-sends the update; this ack gets through.
+    let a2 = sim.reregister(
+        &a,
+        "cpus:2;mem:1024",
+        vec![ReportedTask {
+            framework_id: fw.id.clone(),
+            task: t,
+            state: TaskState::Finished,
+        }],
+    );
+    sim.input(Input::AgentStatusUpdate {
+        conn: a2.conn,
+        framework_id: fw.id.clone(),
+        status: cairn_model::TaskStatus {
+            uuid: Some(u1),
+            ..cairn_model::TaskStatus::from_master(
+                TaskId::new("t"),
+                TaskState::Finished,
+                Reason::Reconciliation,
+                "",
+                Some(a.id.clone()),
+                sim.now,
+            )
+        },
+    })
+    .unwrap();
+    sim.ack(&fw, &a.id, "t", u1);
+    assert!(sim.master.snapshot().frameworks[0].tasks.is_empty());
+    sim.check();
+}
+
+#[test]
+fn a_subscription_states_its_whole_suppression() {
+    let mut sim = Sim::new(MasterConfig::default());
+    sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    sim.advance(secs(0));
+    let offer = sim.offers(&fw).remove(0);
+    sim.call(&fw, Call::Suppress { roles: vec![] }).unwrap();
+    sim.decline(&fw, &offer, secs(0));
+    sim.input(Input::FrameworkDisconnected { conn: fw.conn })
+        .unwrap();
+    let mut info = FrameworkInfo::new("f", "nobody");
+    info.id = Some(fw.id.clone());
+    info.failover_timeout = secs(60);
+    let back = sim.framework_with(info);
+    sim.advance(secs(1));
+    assert_eq!(
+        sim.offers(&back).len(),
+        1,
+        "re-subscribing without suppressed roles resumes offers"
+    );
+}

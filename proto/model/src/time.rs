@@ -1,5 +1,6 @@
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,12 +27,25 @@ impl Time {
         self.0
     }
 
-    /// Reads the system clock. Only drivers call this, never a core.
+    /// The current time. Only drivers call this, never a core.
+    ///
+    /// It is the wall clock read once, at the process's first call, plus a
+    /// monotonic clock since: timers never jump when the system clock is
+    /// stepped (an NTP correction, a resumed VM), which would otherwise mark
+    /// every agent unreachable at once or stall every timer.
     pub fn now() -> Self {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        Time(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+        static ANCHOR: OnceLock<(u64, Instant)> = OnceLock::new();
+        let (wall, mono) = *ANCHOR.get_or_init(|| {
+            let since = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+            (
+                u64::try_from(since.as_micros()).unwrap_or(u64::MAX),
+                Instant::now(),
+            )
+        });
+        let elapsed = u64::try_from(mono.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Time(wall.saturating_add(elapsed))
     }
 
     pub fn from_unix_secs_f64(secs: f64) -> Option<Self> {

@@ -359,6 +359,17 @@ impl Allocator {
         self.refresh_activation(slot);
     }
 
+    /// Suppresses exactly `roles` (none when empty), without touching filters.
+    pub fn set_suppressed(&mut self, id: &FrameworkId, roles: &[Role]) {
+        let Some(&slot) = self.framework_slots.get(id) else {
+            return;
+        };
+        if let Some(Some(f)) = self.frameworks.get_mut(slot as usize) {
+            f.suppressed = roles.iter().cloned().collect();
+        }
+        self.refresh_activation(slot);
+    }
+
     /// Resumes offers for `roles` (all when empty) and clears the framework's
     /// decline filters.
     pub fn revive(&mut self, id: &FrameworkId, roles: &[Role]) {

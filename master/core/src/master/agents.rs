@@ -214,15 +214,35 @@ impl Master {
             }
         }
         let mut shutdown: BTreeSet<FrameworkId> = BTreeSet::new();
+        let mut seen: BTreeSet<(FrameworkId, TaskId)> = BTreeSet::new();
         for report in tasks {
-            if report.state.is_terminal() {
-                // Its terminal update is still queued on the agent and will
-                // reach the framework; nothing to hold resources for.
+            let fw_id = report.framework_id.clone();
+            let task_id = report.task.task_id.clone();
+            if !seen.insert((fw_id.clone(), task_id.clone())) {
+                // Reported twice: the first report stands.
                 continue;
             }
-            let fw_id = report.framework_id.clone();
             if self.is_removed_framework(&fw_id) {
                 shutdown.insert(fw_id);
+                continue;
+            }
+            let returning = self
+                .frameworks
+                .get(&fw_id)
+                .is_some_and(|f| f.unreachable_tasks.contains_key(&task_id));
+            if report.state.is_terminal() {
+                // Its terminal update is still queued on the agent and will
+                // reach the framework; a task the framework last saw
+                // UNREACHABLE learns its end now.
+                if returning {
+                    self.resolve_unreachable(
+                        now,
+                        &fw_id,
+                        &task_id,
+                        report.state,
+                        "ended while its agent was unreachable",
+                    );
+                }
                 continue;
             }
             if !self.frameworks.contains_key(&fw_id) {
@@ -237,33 +257,49 @@ impl Master {
                     });
                 self.recover_framework(now, fw_id.clone(), info);
             }
+            // A live task of this id already runs elsewhere (relaunched
+            // while this agent was away): the copy here goes.
+            let elsewhere = self
+                .frameworks
+                .get(&fw_id)
+                .and_then(|f| f.tasks.get(&task_id))
+                .is_some_and(|t| !t.state.is_terminal());
             let fits = self.agents.get(agent_id).is_some_and(|a| {
                 a.info
                     .resources
                     .contains(&a.used.plus(&a.offered).plus(&report.task.resources))
             });
-            if !fits {
+            if elsewhere || !fits {
                 self.send_agent(
                     agent_id,
                     AgentCommand::KillTask {
                         framework_id: fw_id.clone(),
-                        task_id: report.task.task_id.clone(),
+                        task_id: task_id.clone(),
                         kill_policy: None,
                     },
                 );
+                if returning {
+                    let why = if elsewhere {
+                        "a task of this id runs on another agent"
+                    } else {
+                        "its agent returned without room for it"
+                    };
+                    let state = self.lost_or(&fw_id, TaskState::Gone);
+                    self.resolve_unreachable(now, &fw_id, &task_id, state, why);
+                }
                 continue;
             }
-            let task_id = report.task.task_id.clone();
             let Some(framework) = self.frameworks.get_mut(&fw_id) else {
                 continue;
             };
-            let returning = framework.unreachable_tasks.remove(&task_id);
-            let role = returning
+            let was_unreachable = framework.unreachable_tasks.remove(&task_id);
+            let role = was_unreachable
                 .as_ref()
                 .map(|t| t.role.clone())
                 .or_else(|| framework.info.roles.first().cloned())
                 .unwrap_or_else(Role::default_role);
-            let mut task = returning.unwrap_or_else(|| {
+            let notify = was_unreachable.is_some();
+            let mut task = was_unreachable.unwrap_or_else(|| {
                 Task::new(report.task.clone(), fw_id.clone(), role.clone(), now)
             });
             task.info.agent_id = agent_id.clone();
@@ -285,15 +321,79 @@ impl Master {
             }
             self.allocator
                 .allocate_to(agent_id, &fw_id, &role, &resources);
-            self.send_update(&fw_id, status);
+            // Only a framework that was told UNREACHABLE needs to hear the
+            // task is back; others learn from the agent's own updates.
+            if notify {
+                self.send_update(&fw_id, status);
+            }
+        }
+        // Tasks last seen UNREACHABLE on this agent that it no longer has.
+        let missing: Vec<(FrameworkId, TaskId)> = self
+            .frameworks
+            .values()
+            .flat_map(|f| {
+                f.unreachable_tasks
+                    .values()
+                    .filter(|t| &t.info.agent_id == agent_id)
+                    .map(|t| (f.id.clone(), t.info.task_id.clone()))
+            })
+            .collect();
+        for (fw_id, task_id) in missing {
+            let state = self.lost_or(&fw_id, TaskState::Gone);
+            self.resolve_unreachable(
+                now,
+                &fw_id,
+                &task_id,
+                state,
+                "its agent returned without it",
+            );
         }
         for framework_id in shutdown {
             self.send_agent(agent_id, AgentCommand::ShutdownFramework { framework_id });
         }
     }
 
+    /// Ends a task last seen UNREACHABLE: it reaches `state` (master-made,
+    /// so it completes at once) and the framework hears why.
+    fn resolve_unreachable(
+        &mut self,
+        now: Time,
+        fw: &FrameworkId,
+        task_id: &TaskId,
+        state: TaskState,
+        why: &str,
+    ) {
+        let max = self.config.max_statuses_per_task;
+        let max_completed = self.config.max_completed_tasks_per_framework;
+        let Some(framework) = self.frameworks.get_mut(fw) else {
+            return;
+        };
+        let Some(mut task) = framework.unreachable_tasks.remove(task_id) else {
+            return;
+        };
+        let status = TaskStatus::from_master(
+            task_id.clone(),
+            state,
+            Reason::AgentReregistered,
+            format!("Task {task_id}: {why}"),
+            Some(task.info.agent_id.clone()),
+            now,
+        );
+        let _ = task.apply(&status, max);
+        framework.completed.push_back(task);
+        while framework.completed.len() > max_completed {
+            framework.completed.pop_front();
+        }
+        if state.is_terminal() {
+            *self.counters.tasks_terminal.entry(state).or_default() += 1;
+        }
+        self.send_update(fw, status);
+    }
+
     /// A framework known only from an agent's report: it exists, disconnected,
-    /// until it re-subscribes or its failover timeout passes.
+    /// until it re-subscribes or its failover timeout passes, but for at
+    /// least the recovery grace (its own timeout may be 0, and a master
+    /// restart must not kill its tasks).
     pub(super) fn recover_framework(
         &mut self,
         now: Time,
@@ -301,7 +401,10 @@ impl Master {
         mut info: FrameworkInfo,
     ) {
         info.id = Some(id.clone());
-        let deadline = now + info.failover_timeout;
+        let deadline = now
+            + info
+                .failover_timeout
+                .max(self.config.framework_recovery_grace);
         self.allocator.add_framework(&id, &info.roles, &[]);
         self.frameworks.insert(
             id.clone(),

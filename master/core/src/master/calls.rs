@@ -373,7 +373,7 @@ impl Master {
         uuid: StatusUuid,
     ) {
         self.counters.acknowledgements += 1;
-        self.send_agent(
+        let delivered = self.send_agent(
             agent_id,
             AgentCommand::Acknowledge {
                 framework_id: fw.clone(),
@@ -381,11 +381,15 @@ impl Master {
                 uuid,
             },
         );
-        let done = self
-            .frameworks
-            .get(fw)
-            .and_then(|f| f.tasks.get(task_id))
-            .is_some_and(|t| t.state.is_terminal() && t.terminal_uuid == Some(uuid));
+        // Undelivered (the agent is disconnected), the agent keeps the
+        // update and re-sends it; the task stays until that one is acked,
+        // so a late copy can never land on a relaunch of the same id.
+        let done = delivered
+            && self
+                .frameworks
+                .get(fw)
+                .and_then(|f| f.tasks.get(task_id))
+                .is_some_and(|t| t.state.is_terminal() && t.terminal_uuid == Some(uuid));
         if done {
             self.complete_task(fw, task_id);
         }

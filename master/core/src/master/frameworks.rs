@@ -64,9 +64,9 @@ impl Master {
         }
         self.framework_conns.insert(conn, id.clone());
         self.allocator.set_framework_active(&id, true);
-        if !suppressed_roles.is_empty() {
-            self.allocator.suppress(&id, &suppressed_roles);
-        }
+        // A subscription states the whole of its suppression (as in Mesos):
+        // roles it does not list get offers again.
+        self.allocator.set_suppressed(&id, &suppressed_roles);
         self.send_framework(
             &id,
             Event::Subscribed {
