@@ -74,6 +74,7 @@ impl Drop for Local {
         self.proc.kill9();
         sweep(&self.dir.path().display().to_string());
         cairn_tests::process::remove_cgroup_tree(&cgroups_root(&self.dir));
+        cairn_tests::process::unmount_below(self.dir.path());
     }
 }
 

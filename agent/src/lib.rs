@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use cairn_agent_core::{Agent, AgentConfig, RetryPolicy};
 use cairn_model::{AgentInfo, Resources, parse_attributes};
 use cairn_proto as pb;
@@ -59,6 +60,12 @@ pub struct AgentArgs {
     /// are only relative shares).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cgroups_enable_cfs: bool,
+    /// Keep the kernel's favordynmods cgroup mode on while the agent runs:
+    /// moving a new container's process into its cgroups then costs 0.3 ms
+    /// instead of up to 15 ms after a quiet moment, at a small cost to every
+    /// fork and exit on the host.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cgroups_favor_dynmods: bool,
     /// Most processes (and threads) one container may have.
     #[arg(long, default_value_t = 1024)]
     pub max_task_pids: i64,
@@ -149,6 +156,7 @@ pub async fn serve(
             enable_cfs: args.cgroups_enable_cfs,
             max_pids: args.max_task_pids,
             cgroups_root: args.cgroups_root.clone(),
+            favor_dynmods: args.cgroups_favor_dynmods,
         },
     )?;
     if let Some(w) = warning {
@@ -235,6 +243,11 @@ pub async fn serve(
             interval: args.usage_report_interval,
         },
     ));
+    // No Nagle (see the master): executors and the files API trade small
+    // messages.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     shutdown.await;
     tracing::info!("agent stopping: ending every executor");

@@ -35,6 +35,7 @@ pub fn collect(
                 mem_total_bytes: s.mem_usage_bytes,
                 mem_limit_bytes: s.mem_limit_bytes,
                 processes: s.processes as u64,
+                pids_limit_hits: s.pids_max_hits,
             })
         })
         .collect()
@@ -64,6 +65,7 @@ pub fn statistics_json(usage: &[ExecutorUsage]) -> Value {
                         "mem_total_bytes": u.mem_total_bytes,
                         "mem_limit_bytes": u.mem_limit_bytes,
                         "processes": u.processes,
+                        "pids_limit_hits": u.pids_limit_hits,
                     }
                 })
             })

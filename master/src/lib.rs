@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use cairn_master_core::{Master, MasterConfig};
 use cairn_model::{Role, Time};
 use cairn_proto as pb;
@@ -131,7 +132,9 @@ pub async fn serve(
     let (handle, _driver) = driver::spawn(core, info);
     let app = app(handle, Arc::new(args.flags_json(addr)));
     tokio::select! {
-        r = axum::serve(listener, app) => r.map_err(ServeError::Server),
+        // No Nagle: these protocols trade small messages, and coalescing
+        // writes against the peer's delayed acks costs tens of ms each.
+        r = axum::serve(listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); }), app) => r.map_err(ServeError::Server),
         () = shutdown => {
             tracing::info!("master shutting down");
             Ok(())

@@ -211,5 +211,6 @@ impl Drop for Cluster {
         sweep(&self.marker());
         self.master.kill9();
         crate::process::remove_cgroup_tree(&self.cgroups_root());
+        crate::process::unmount_below(self.dir.path());
     }
 }

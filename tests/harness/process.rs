@@ -9,11 +9,14 @@ use nix::unistd::Pid;
 /// (`cargo build --bins` must have run: the README's test command does).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    // Tests run from target/<profile>/deps/, benchmark binaries from
+    // target/<profile>/: the binaries are in target/<profile>/.
+    let here = exe.parent().expect("executable directory");
+    let dir = if here.join(name).exists() {
+        here
+    } else {
+        here.parent().expect("target directory")
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -169,6 +172,21 @@ fn remove_dirs_bottom_up(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+/// Unmounts everything mounted below `dir` (deepest first).
+pub fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// The container cgroups (directories) under `rel` in the memory (v1) or

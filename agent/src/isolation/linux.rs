@@ -30,7 +30,7 @@ use cairn_agent_core::{Limitation, Termination};
 use cairn_model::{ContainerId, Reason};
 use tokio::sync::oneshot;
 
-use super::cgroups::{CgroupStats, Cgroups, Limits};
+use super::cgroups::{CgroupStats, Cgroups, FavorDynmods, Limits};
 use crate::launcher::{ContainerSpec, LaunchError, Launched, Launcher};
 
 /// Memory given to a container on top of its tasks' `mem`, for the executor
@@ -50,11 +50,20 @@ pub struct LinuxLauncher {
     shims: Mutex<HashMap<ContainerId, i32>>,
     /// Container id to its memory limit, for limitation messages.
     limits: Mutex<HashMap<ContainerId, (u64, u64)>>,
+    /// Fast cgroup moves, while held (released with the launcher).
+    favor_dynmods: Mutex<Option<FavorDynmods>>,
 }
 
 impl LinuxLauncher {
-    pub fn new(cgroups: Cgroups, namespaces: bool, enable_cfs: bool, max_pids: i64) -> Self {
+    pub fn new(
+        cgroups: Cgroups,
+        namespaces: bool,
+        enable_cfs: bool,
+        max_pids: i64,
+        favor_dynmods: Option<FavorDynmods>,
+    ) -> Self {
         LinuxLauncher {
+            favor_dynmods: Mutex::new(favor_dynmods),
             cgroups,
             namespaces,
             enable_cfs,
@@ -111,6 +120,7 @@ impl Launcher for LinuxLauncher {
             self.max_pids,
             self.enable_cfs,
         );
+        let t0 = std::time::Instant::now();
         let cg = self
             .cgroups
             .create(&id, &limits)
@@ -118,6 +128,7 @@ impl Launcher for LinuxLauncher {
                 container: id.clone(),
                 reason: e.to_string(),
             })?;
+        let t_cg = t0.elapsed();
         if let Ok(mut l) = self.limits.lock() {
             l.insert(id.clone(), (task_mb, limit_mb));
         }
@@ -196,6 +207,7 @@ impl Launcher for LinuxLauncher {
             }
         };
         let pid = child.id().unwrap_or(0);
+        tracing::debug!(container_id = %id, cgroups_us = t_cg.as_micros() as u64, spawn_us = (t0.elapsed() - t_cg).as_micros() as u64, "container started");
         if let Ok(mut s) = self.shims.lock() {
             s.insert(id.clone(), i32::try_from(pid).unwrap_or(0));
         }
@@ -262,6 +274,9 @@ impl Launcher for LinuxLauncher {
 
     fn release(&self) {
         self.cgroups.remove_root();
+        if let Ok(mut f) = self.favor_dynmods.lock() {
+            f.take();
+        }
     }
 
     fn cleanup_orphans(&self, keep: &[ContainerId]) -> Vec<ContainerId> {

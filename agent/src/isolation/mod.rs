@@ -23,6 +23,8 @@ pub struct LinuxOptions {
     pub max_pids: i64,
     /// Relative cgroup path for this agent's containers.
     pub cgroups_root: Option<String>,
+    /// Keep the kernel's favordynmods mode on (fast container starts).
+    pub favor_dynmods: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +47,23 @@ pub fn select(
         .unwrap_or_else(|| cgroups::agent_root(work_dir));
     let linux = |namespaces: bool| -> Result<Arc<dyn Launcher>, String> {
         let cg = cgroups::Cgroups::detect(&root).map_err(|e| e.to_string())?;
+        let favor = if options.favor_dynmods {
+            match cgroups::FavorDynmods::enable(work_dir) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(error = %e, "container starts may be slow: favordynmods is not available");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Arc::new(linux::LinuxLauncher::new(
             cg,
             namespaces,
             options.enable_cfs,
             options.max_pids,
+            favor,
         )))
     };
     let normalized: String = isolation

@@ -680,6 +680,7 @@ pub fn usage_from_pb(field: &str, u: &pb::ExecutorUsage) -> Result<ExecutorUsage
         mem_total_bytes: u.mem_total_bytes,
         mem_limit_bytes: u.mem_limit_bytes,
         processes: u.processes,
+        pids_limit_hits: u.pids_limit_hits,
     })
 }
 
@@ -699,6 +700,7 @@ pub fn usage_to_pb(u: &ExecutorUsage) -> pb::ExecutorUsage {
         mem_total_bytes: u.mem_total_bytes,
         mem_limit_bytes: u.mem_limit_bytes,
         processes: u.processes,
+        pids_limit_hits: u.pids_limit_hits,
     }
 }
 

@@ -21,4 +21,6 @@ pub struct ExecutorUsage {
     pub mem_total_bytes: u64,
     pub mem_limit_bytes: u64,
     pub processes: u64,
+    /// Forks refused because the container was at its pids limit.
+    pub pids_limit_hits: u64,
 }
