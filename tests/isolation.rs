@@ -205,6 +205,18 @@ async fn a_busy_loop_with_half_a_cpu_uses_at_most_about_0_6_of_a_core() {
         "used only {cores:.2} of a core: the loop did not run?"
     );
     assert!(throttled > 0, "the CFS quota never throttled it");
+    // The agent's usage reports reach the master.
+    let url = format!("http://{}/state", cluster.master_addr);
+    wait_for(T, "usage in the master's state", || {
+        let url = url.clone();
+        async move {
+            let s = cairn_tests::http::get_json(&url).await?;
+            let usage = s["slaves"][0]["usage"].as_array()?.first()?.clone();
+            (usage["cpus_user_time_secs"].as_f64()? > 0.0 && usage["cpus_limit"].as_f64()? == 0.5)
+                .then_some(())
+        }
+    })
+    .await;
     fw.driver
         .kill(&cairn_sdk::TaskId::new("spin"), None)
         .await
@@ -337,4 +349,26 @@ async fn a_restarted_agent_removes_containers_it_does_not_know() {
         async move { cgroups_under(&root).is_empty().then_some(()) }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_network_none_sees_only_loopback() {
+    let cluster = cluster(&[]).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "net").await;
+    let script =
+        "echo devices=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ,)";
+    launch(&mut fw, "isolated", |b| {
+        b.network(cairn_sdk::Network::None).shell(script)
+    })
+    .await;
+    assert_eq!(fw.terminal("isolated", T).await.state, TaskState::Finished);
+    assert_eq!(stdout_of(&cluster, "isolated").trim(), "devices=lo,");
+    launch(&mut fw, "hosted", |b| b.shell(script)).await;
+    assert_eq!(fw.terminal("hosted", T).await.state, TaskState::Finished);
+    let host = stdout_of(&cluster, "hosted");
+    assert_ne!(
+        host.trim(),
+        "devices=lo,",
+        "the default is the host's network: {host}"
+    );
 }
