@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cairn_master_core::registry::{PersistId, RegistryOp};
 use cairn_master_core::view::{StateSnapshot, Summary};
 use cairn_master_core::{CallError, ConnId, Input, Master, Output};
 use cairn_model::Time;
@@ -49,6 +50,8 @@ pub enum Command {
     },
     Snapshot(oneshot::Sender<StateSnapshot>),
     Summary(oneshot::Sender<Summary>),
+    /// The registry cannot be written: the master must stop acting.
+    Fatal(String),
 }
 
 /// Static facts about this master, stamped on what it sends.
@@ -155,15 +158,22 @@ impl Handle {
     }
 }
 
-/// Starts the driver task around `core`; it runs until every handle is gone.
-pub fn spawn(core: Master, info: MasterInfo) -> (Handle, tokio::task::JoinHandle<()>) {
+/// Starts the driver task around `core`, writing its registry to `store`;
+/// it runs until every handle is gone.
+pub fn spawn(
+    core: Master,
+    info: MasterInfo,
+    store: std::sync::Arc<dyn crate::registry_store::RegistryStore>,
+) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(INBOX);
+    let (writes, to_write) = mpsc::unbounded_channel();
+    tokio::spawn(crate::registry_store::writer(store, to_write, tx.clone()));
     let handle = Handle {
         tx,
         next_conn: Arc::new(AtomicU64::new(1)),
         info: Arc::new(info.clone()),
     };
-    let task = tokio::spawn(run(core, info, rx));
+    let task = tokio::spawn(run(core, info, rx, writes));
     (handle, task)
 }
 
@@ -171,13 +181,20 @@ struct Driver {
     core: Master,
     info: MasterInfo,
     sinks: HashMap<ConnId, Sink>,
+    writes: mpsc::UnboundedSender<(PersistId, RegistryOp)>,
 }
 
-async fn run(core: Master, info: MasterInfo, mut rx: mpsc::Receiver<Command>) {
+async fn run(
+    core: Master,
+    info: MasterInfo,
+    mut rx: mpsc::Receiver<Command>,
+    writes: mpsc::UnboundedSender<(PersistId, RegistryOp)>,
+) {
     let mut d = Driver {
         core,
         info,
         sinks: HashMap::new(),
+        writes,
     };
     loop {
         let wait = d
@@ -232,6 +249,13 @@ impl Driver {
             }
             Command::Summary(reply) => {
                 let _ = reply.send(self.core.summary());
+            }
+            Command::Fatal(reason) => {
+                // Nothing may take effect that the registry does not hold:
+                // a master that cannot write it stops (its supervisor
+                // restarts it as a contender).
+                tracing::error!(%reason, "the registry cannot be written; the master stops");
+                std::process::exit(1);
             }
         }
     }
@@ -288,6 +312,9 @@ impl Driver {
                 }
                 Output::CloseFramework { conn, reason } | Output::CloseAgent { conn, reason } => {
                     self.close(conn, &reason);
+                }
+                Output::Persist { id, op } => {
+                    let _ = self.writes.send((id, op));
                 }
             }
         }

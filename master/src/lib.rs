@@ -6,6 +6,7 @@ mod convert;
 pub mod driver;
 pub mod grpc;
 pub mod http;
+pub mod registry_store;
 pub mod state_json;
 
 use std::collections::BTreeMap;
@@ -129,7 +130,9 @@ pub async fn serve(
         epoch: 0,
     };
     tracing::info!(master_id = %info.id, %addr, "master listening");
-    let (handle, _driver) = driver::spawn(core, info);
+    let store: Arc<dyn registry_store::RegistryStore> =
+        Arc::new(registry_store::MemoryStore::default());
+    let (handle, _driver) = driver::spawn(core, info, store);
     let app = app(handle, Arc::new(args.flags_json(addr)));
     tokio::select! {
         // No Nagle: these protocols trade small messages, and coalescing

@@ -31,6 +31,12 @@ pub struct MasterConfig {
     /// How long a framework known only from agents' reports (after a master
     /// restart) is kept at least, waiting for it to re-subscribe.
     pub framework_recovery_grace: Duration,
+    /// After a failover, how long admitted agents have to re-register before
+    /// they are marked unreachable.
+    pub agent_reregister_timeout: Duration,
+    /// At most this many agents marked unreachable per period (none: no
+    /// limit), so a bad failover cannot remove the whole cluster at once.
+    pub agent_removal_rate: Option<(u32, Duration)>,
 }
 
 impl Default for MasterConfig {
@@ -47,6 +53,8 @@ impl Default for MasterConfig {
             max_unreachable_agents: 1000,
             max_statuses_per_task: 16,
             framework_recovery_grace: Duration::from_secs(120),
+            agent_reregister_timeout: Duration::from_secs(120),
+            agent_removal_rate: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::registry::{PersistId, RegistryOp};
+
 use cairn_model::{
     AgentId, AgentInfo, ExecutorId, ExecutorUsage, FrameworkId, FrameworkInfo, KillPolicy, Offer,
     OfferId, Role, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
@@ -109,6 +111,10 @@ pub enum Input {
         stream_id: String,
         call: Call,
     },
+    /// The registry write `id` is durable.
+    Persisted {
+        id: PersistId,
+    },
 }
 
 /// An event on a framework's stream.
@@ -174,4 +180,7 @@ pub enum Output {
     },
     /// End an agent's session (replaced, or the agent was removed).
     CloseAgent { conn: ConnId, reason: String },
+    /// Write `op` to the registry, in order with earlier writes, then answer
+    /// `Input::Persisted { id }`. A master that cannot write must stop.
+    Persist { id: PersistId, op: RegistryOp },
 }

@@ -25,6 +25,7 @@ mod error;
 mod io;
 mod master;
 pub mod offer;
+pub mod registry;
 pub mod task;
 mod validation;
 pub mod view;

@@ -36,6 +36,8 @@ pub struct Counters {
     pub kills: u64,
     pub calls: u64,
     pub allocation_cycles: u64,
+    pub recovered_agents: u64,
+    pub agent_removals_delayed: u64,
 }
 
 #[derive(Clone, Debug)]

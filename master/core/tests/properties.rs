@@ -55,6 +55,13 @@ enum Op {
     Teardown(u8),
     Suppress(u8),
     Revive(u8),
+    /// The registry stops confirming writes for a while.
+    HoldPersists,
+    /// The registry confirms every write in flight.
+    FlushPersists,
+    /// The leader dies (unconfirmed writes with it); a new one recovers
+    /// from the registry; agents and frameworks come back to it.
+    FailOver,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -76,6 +83,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::Teardown),
         1 => any::<u8>().prop_map(Op::Suppress),
         1 => any::<u8>().prop_map(Op::Revive),
+        1 => Just(Op::HoldPersists),
+        2 => Just(Op::FlushPersists),
+        1 => Just(Op::FailOver),
     ]
 }
 
@@ -95,6 +105,9 @@ struct World {
     /// Tasks launched: (framework index, task, last uuid reported).
     tasks: Vec<(usize, TaskInfo, Option<cairn_model::StatusUuid>)>,
     next_task: u64,
+    /// Registry writes not yet confirmed (while held).
+    held: Vec<Output>,
+    config: MasterConfig,
 }
 
 impl World {
@@ -105,7 +118,9 @@ impl World {
             ..MasterConfig::default()
         };
         World {
-            sim: Sim::new(config),
+            sim: Sim::new(config.clone()),
+            held: Vec::new(),
+            config,
             agents: Vec::new(),
             fws: Vec::new(),
             seen: BTreeMap::new(),
@@ -119,6 +134,10 @@ impl World {
         let pending = std::mem::take(&mut self.sim.pending);
         for o in pending {
             match o {
+                Output::Persist { .. } => {
+                    // Held: stays queued until flushed (or lost in a failover).
+                    self.held.push(o);
+                }
                 Output::ToFramework {
                     event: Event::Offers(offers),
                     ..
@@ -156,6 +175,14 @@ impl World {
     }
 
     fn apply(&mut self, op: &Op) {
+        // The harness's helpers expect registrations and subscriptions to
+        // complete at once: held writes are flushed before them.
+        if matches!(
+            op,
+            Op::AddAgent(_) | Op::Subscribe(_) | Op::ReconnectAgent { .. } | Op::Resubscribe(_)
+        ) {
+            self.flush();
+        }
         let nf = self.fws.len();
         let na = self.agents.len();
         match *op {
@@ -436,7 +463,96 @@ impl World {
                     call: Call::Revive { roles: vec![] },
                 });
             }
+            Op::HoldPersists => self.sim.auto_persist = false,
+            Op::FlushPersists => self.flush(),
+            Op::FailOver => self.fail_over(),
             _ => {}
+        }
+        self.absorb();
+    }
+
+    fn flush(&mut self) {
+        self.sim.auto_persist = true;
+        for o in std::mem::take(&mut self.held) {
+            if let Output::Persist { id, op } = o {
+                self.sim.registry.apply(&op);
+                let _ = self.sim.input(Input::Persisted { id });
+            }
+        }
+        self.absorb();
+    }
+
+    fn fail_over(&mut self) {
+        // What each agent runs, as it would report it.
+        let snap = self.sim.master.snapshot();
+        self.held.clear();
+        self.sim.auto_persist = true;
+        self.sim.fail_over(self.config.clone());
+        self.seen.clear();
+        for k in 0..self.agents.len() {
+            if self.agents[k].1 {
+                continue;
+            }
+            let id = self.agents[k].0.id.clone();
+            let reported: Vec<ReportedTask> = snap
+                .frameworks
+                .iter()
+                .flat_map(|f| f.tasks.iter())
+                .filter(|t| t.agent_id == id && !t.state.is_terminal())
+                .map(|t| ReportedTask {
+                    framework_id: t.framework_id.clone(),
+                    task: TaskInfo {
+                        resources: t.resources.clone(),
+                        ..task(t.id.as_str(), &id, "cpus:1")
+                    },
+                    state: if t.state == TaskState::Staging {
+                        TaskState::Running
+                    } else {
+                        t.state
+                    },
+                })
+                .collect();
+            let shape = snap
+                .agents
+                .iter()
+                .find(|a| a.id == id)
+                .map(|a| a.info.resources.to_string())
+                .unwrap_or_else(|| SHAPES[0].to_string());
+            let old = Ag {
+                id: id.clone(),
+                conn: self.agents[k].0.conn,
+            };
+            let new = self.sim.reregister(&old, &shape, reported);
+            self.agents[k] = (new, false);
+        }
+        self.absorb();
+        for k in 0..self.fws.len() {
+            if !self.fws[k].2 {
+                continue;
+            }
+            let mut info = self.fws[k].1.clone();
+            info.id = Some(self.fws[k].0.id.clone());
+            let conn = self.sim.conn();
+            let _ = self.sim.input(Input::Subscribe {
+                conn,
+                info,
+                suppressed_roles: vec![],
+            });
+            let events = self.sim.take_events(conn);
+            for e in events {
+                match e {
+                    Event::Subscribed { stream_id, .. } => {
+                        self.fws[k].0.conn = conn;
+                        self.fws[k].0.stream_id = stream_id;
+                    }
+                    Event::Offers(os) => {
+                        for o in os {
+                            self.seen.insert(o.id.clone(), o);
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
         self.absorb();
     }
@@ -495,7 +611,11 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases by default; PROPTEST_CASES=5000 for a deeper search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_histories_never_overcommit_or_offer_twice(ops in proptest::collection::vec(op(), 1..120)) {

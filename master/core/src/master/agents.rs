@@ -7,7 +7,9 @@ use cairn_model::{
     TaskStatus, Time,
 };
 
-use super::{Agent, Framework, FrameworkConn, Master, UnreachableAgent};
+use super::persist::Pending;
+use super::{Agent, Framework, FrameworkConn, Master};
+use crate::registry::RegistryOp;
 use crate::task::Task;
 use crate::{AgentCommand, ConnId, Event, Output, ReportedTask};
 
@@ -21,7 +23,7 @@ impl Master {
         tasks: Vec<ReportedTask>,
         frameworks: Vec<FrameworkInfo>,
     ) {
-        if self.agent_conns.contains_key(&conn) {
+        if self.agent_conns.contains_key(&conn) || self.registering.contains(&conn) {
             // A session registers once; a second REGISTER on it is a protocol
             // error by the agent.
             self.outputs.push_back(Output::CloseAgent {
@@ -34,27 +36,64 @@ impl Master {
             None => {
                 self.next_agent += 1;
                 let id = AgentId::new(format!("{}-S{}", self.master_id, self.next_agent));
-                self.admit_agent(now, conn, id, info, Vec::new(), Vec::new());
+                self.registering.insert(conn);
+                self.persist(
+                    RegistryOp::AdmitAgent {
+                        id: id.clone(),
+                        info: info.clone(),
+                    },
+                    Pending::Admit {
+                        conn,
+                        id,
+                        info,
+                        tasks: Vec::new(),
+                        frameworks: Vec::new(),
+                    },
+                );
             }
             Some(id) if self.agents.contains_key(&id) => {
                 self.reregister_agent(now, conn, id, info, tasks, frameworks);
             }
+            Some(id)
+                if self.recovering.contains_key(&id) && !self.unreachable_pending.contains(&id) =>
+            {
+                // Admitted under an earlier leader: back in time.
+                self.recovering.remove(&id);
+                self.removal_queue.retain(|q| q != &id);
+                self.counters.agents_reregistered += 1;
+                self.admit_agent(now, Some(conn), id, info, tasks, frameworks);
+            }
             Some(id) => {
-                // Unreachable earlier, or registered with a master that is
-                // gone: admit it again under its id and adopt its tasks.
-                let was_unreachable = self.unreachable.remove(&id).is_some();
-                if was_unreachable {
+                // Unreachable earlier, or unknown to this registry: admitted
+                // again under its id (once durable), and its tasks adopted.
+                if self.unreachable.contains_key(&id) {
                     self.counters.agents_returned_from_unreachable += 1;
                 }
-                self.admit_agent(now, conn, id, info, tasks, frameworks);
+                self.registering.insert(conn);
+                self.persist(
+                    RegistryOp::AdmitAgent {
+                        id: id.clone(),
+                        info: info.clone(),
+                    },
+                    Pending::Admit {
+                        conn,
+                        id,
+                        info,
+                        tasks,
+                        frameworks,
+                    },
+                );
             }
         }
     }
 
-    fn admit_agent(
+    /// Adds an admitted agent. Without a session (it ended while the
+    /// admission was being persisted), the agent has until the ping timeout
+    /// to come back.
+    pub(super) fn admit_agent(
         &mut self,
         now: Time,
-        conn: ConnId,
+        conn: Option<ConnId>,
         id: AgentId,
         info: AgentInfo,
         tasks: Vec<ReportedTask>,
@@ -65,7 +104,7 @@ impl Master {
             Agent {
                 id: id.clone(),
                 info: info.clone(),
-                conn: Some(conn),
+                conn,
                 last_seen: now,
                 registered_at: now,
                 tasks: BTreeSet::new(),
@@ -75,24 +114,29 @@ impl Master {
                 usage: Vec::new(),
             },
         );
-        self.agent_conns.insert(conn, id.clone());
         self.allocator.add_agent(&id, info.resources.clone(), &[]);
         self.counters.agents_registered += 1;
-        self.outputs.push_back(Output::ToAgent {
-            conn,
-            agent_id: id.clone(),
-            command: AgentCommand::Registered {
-                agent_id: id.clone(),
-                heartbeat_interval: self.config.agent_heartbeat_interval,
-            },
-        });
+        match conn {
+            Some(conn) => {
+                self.agent_conns.insert(conn, id.clone());
+                self.outputs.push_back(Output::ToAgent {
+                    conn,
+                    agent_id: id.clone(),
+                    command: AgentCommand::Registered {
+                        agent_id: id.clone(),
+                        heartbeat_interval: self.config.agent_heartbeat_interval,
+                    },
+                });
+            }
+            None => self.allocator.set_agent_active(&id, false),
+        }
         self.adopt_tasks(now, &id, tasks, &frameworks);
         self.allocate_soon(now, Some(&id));
     }
 
     /// A known agent opened a new session (its connection broke, or it
     /// restarted and recovered).
-    fn reregister_agent(
+    pub(super) fn reregister_agent(
         &mut self,
         now: Time,
         conn: ConnId,
@@ -390,10 +434,11 @@ impl Master {
         self.send_update(fw, status);
     }
 
-    /// A framework known only from an agent's report: it exists, disconnected,
-    /// until it re-subscribes or its failover timeout passes, but for at
-    /// least the recovery grace (its own timeout may be 0, and a master
-    /// restart must not kill its tasks).
+    /// A framework known only from an agent's report (the registry lost it,
+    /// or never had it): it exists, disconnected, until it re-subscribes or
+    /// its failover timeout passes, but for at least the recovery grace (its
+    /// own timeout may be 0, and a master restart must not kill its tasks).
+    /// The registry learns of it.
     pub(super) fn recover_framework(
         &mut self,
         now: Time,
@@ -405,6 +450,35 @@ impl Master {
             + info
                 .failover_timeout
                 .max(self.config.framework_recovery_grace);
+        self.persist(
+            RegistryOp::AddFramework {
+                id: id.clone(),
+                info: info.clone(),
+                registered_at: now,
+            },
+            Pending::Nothing,
+        );
+        self.persist(
+            RegistryOp::DisconnectFramework {
+                id: id.clone(),
+                since: now,
+            },
+            Pending::Nothing,
+        );
+        self.recover_framework_until(now, id, info, now, deadline);
+    }
+
+    /// Adds a disconnected framework that is removed at `deadline` unless
+    /// it re-subscribes.
+    pub(super) fn recover_framework_until(
+        &mut self,
+        now: Time,
+        id: FrameworkId,
+        mut info: FrameworkInfo,
+        registered_at: Time,
+        deadline: Time,
+    ) {
+        info.id = Some(id.clone());
         self.allocator.add_framework(&id, &info.roles, &[]);
         self.frameworks.insert(
             id.clone(),
@@ -415,7 +489,7 @@ impl Master {
                     since: now,
                     deadline,
                 },
-                registered_at: now,
+                registered_at,
                 reregistered_at: None,
                 tasks: Default::default(),
                 unreachable_tasks: Default::default(),
@@ -460,7 +534,7 @@ impl Master {
             .map(|a| a.id.clone())
             .collect();
         for id in silent {
-            self.mark_unreachable(now, &id);
+            self.request_unreachable(now, id);
         }
     }
 
@@ -520,26 +594,7 @@ impl Master {
         self.allocator.remove_agent(id);
         self.dirty.remove(id);
         self.counters.agents_unreachable += 1;
-        self.unreachable.insert(
-            id.clone(),
-            UnreachableAgent {
-                info: agent.info,
-                since: now,
-            },
-        );
-        while self.unreachable.len() > self.config.max_unreachable_agents {
-            let oldest = self
-                .unreachable
-                .iter()
-                .min_by_key(|(_, u)| u.since)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => {
-                    self.unreachable.remove(&k);
-                }
-                None => break,
-            }
-        }
+        self.remember_unreachable(now, id.clone(), agent.info, now);
         let connected: Vec<FrameworkId> = self
             .frameworks
             .values()
@@ -581,7 +636,10 @@ impl Master {
             .recover(&agent_id, fw, &role, &resources, None);
     }
 
+    /// Removed, or being removed.
     pub(super) fn is_removed_framework(&self, id: &FrameworkId) -> bool {
-        !self.frameworks.contains_key(id) && self.completed_frameworks.iter().any(|f| &f.id == id)
+        self.removing.contains(id)
+            || (!self.frameworks.contains_key(id)
+                && self.completed_frameworks.iter().any(|f| &f.id == id))
     }
 }

@@ -59,6 +59,9 @@ impl Master {
 
     /// A call is taken only from the framework's current subscription.
     fn check_caller(&self, id: &FrameworkId, stream_id: &str) -> Result<(), CallError> {
+        if self.removing.contains(id) {
+            return Err(CallError::RemovedFramework(id.clone()));
+        }
         let Some(framework) = self.frameworks.get(id) else {
             return Err(if self.is_removed_framework(id) {
                 CallError::RemovedFramework(id.clone())
@@ -341,6 +344,16 @@ impl Master {
                     });
                 if let Some(t) = known {
                     out.push(answer(t));
+                    continue;
+                }
+                // After a failover, a task may be on an agent that has not
+                // re-registered yet: no answer is better than a wrong one
+                // (the framework asks again).
+                let may_come_back = match &agent_hint {
+                    Some(a) => self.recovering.contains_key(a),
+                    None => !self.recovering.is_empty(),
+                };
+                if may_come_back {
                     continue;
                 }
                 let aware = framework.info.partition_aware();

@@ -4,8 +4,10 @@ use std::collections::BTreeSet;
 
 use cairn_model::{AgentId, FrameworkId, FrameworkInfo, Reason, Role, TaskState, TaskStatus, Time};
 
+use super::persist::Pending;
 use super::{CompletedFramework, Framework, FrameworkConn, Master, uuid_string};
 use crate::offer::OfferEvent;
+use crate::registry::RegistryOp;
 use crate::{AgentCommand, ConnId, Event, Output};
 
 impl Master {
@@ -36,6 +38,33 @@ impl Master {
             }
         };
         info.id = Some(id.clone());
+        let registered_at = self.frameworks.get(&id).map_or(now, |f| f.registered_at);
+        self.subscribing.insert(conn);
+        self.persist(
+            RegistryOp::AddFramework {
+                id,
+                info: info.clone(),
+                registered_at,
+            },
+            Pending::Subscribe {
+                conn,
+                info,
+                suppressed_roles,
+            },
+        );
+    }
+
+    /// The second half of a subscription, once the registry has it.
+    pub(super) fn complete_subscribe(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    ) {
+        let Some(id) = info.id.clone() else {
+            return;
+        };
         let stream_id = uuid_string(&mut self.rng);
 
         if self.frameworks.contains_key(&id) {
@@ -139,6 +168,15 @@ impl Master {
             self.remove_framework(now, &id, "disconnected with a failover timeout of 0");
             return;
         }
+        // Its deadline holds across a master failover: the registry keeps
+        // when it went.
+        self.persist(
+            RegistryOp::DisconnectFramework {
+                id: id.clone(),
+                since: now,
+            },
+            Pending::Nothing,
+        );
         let deadline = now + timeout;
         if let Some(f) = self.frameworks.get_mut(&id) {
             f.conn = FrameworkConn::Disconnected {
@@ -164,10 +202,44 @@ impl Master {
         }
     }
 
+    /// Removes a framework once the registry has forgotten it (and
+    /// remembers its id as removed).
+    pub(super) fn remove_framework(&mut self, now: Time, id: &FrameworkId, why: &str) {
+        if !self.frameworks.contains_key(id) || !self.removing.insert(id.clone()) {
+            return;
+        }
+        // At once: no more offers or events for it, and what it was offered
+        // goes back to the pool. Its tasks end once the registry agrees.
+        if let Some(framework) = self.frameworks.get(id) {
+            let offers: Vec<_> = framework.offers.iter().cloned().collect();
+            if let Some(conn) = framework.conn() {
+                self.framework_conns.remove(&conn);
+                self.outputs.push_back(Output::CloseFramework {
+                    conn,
+                    reason: format!("framework removed: {why}"),
+                });
+            }
+            for offer_id in offers {
+                self.rescind_offer(now, &offer_id, OfferEvent::Rescind, false);
+            }
+        }
+        self.allocator.set_framework_active(id, false);
+        self.persist(
+            RegistryOp::RemoveFramework {
+                id: id.clone(),
+                at: now,
+            },
+            Pending::RemoveFramework {
+                id: id.clone(),
+                why: why.to_string(),
+            },
+        );
+    }
+
     /// Removes a framework: its stream closes, its offers end, its tasks are
     /// killed on their agents and recorded KILLED, and it is remembered as
     /// completed (so its id cannot subscribe again).
-    pub(super) fn remove_framework(&mut self, now: Time, id: &FrameworkId, why: &str) {
+    pub(super) fn finish_remove_framework(&mut self, now: Time, id: &FrameworkId, why: &str) {
         let Some(framework) = self.frameworks.get(id) else {
             return;
         };
@@ -239,8 +311,6 @@ impl Master {
             removed_at: now,
             completed: framework.completed,
         });
-        while self.completed_frameworks.len() > self.config.max_completed_frameworks {
-            self.completed_frameworks.pop_front();
-        }
+        self.trim_completed_frameworks();
     }
 }

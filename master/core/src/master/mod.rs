@@ -6,6 +6,7 @@ mod allocation;
 mod calls;
 mod frameworks;
 mod invariants;
+mod persist;
 mod status;
 mod views;
 
@@ -20,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::allocator::{Allocator, AllocatorConfig};
 use crate::offer::OfferRecord;
+use crate::registry::PersistId;
 use crate::task::Task;
 use crate::view::Counters;
 use crate::{AgentCommand, CallError, ConnId, Event, Input, MasterConfig, Output};
@@ -135,6 +137,23 @@ pub struct Master {
     timers: Timers,
     outputs: VecDeque<Output>,
     counters: Counters,
+    next_persist: u64,
+    /// Registry writes in flight and what to do when each is confirmed.
+    pending: BTreeMap<PersistId, persist::Pending>,
+    /// Sessions whose admission or subscription awaits the registry.
+    registering: BTreeSet<ConnId>,
+    subscribing: BTreeSet<ConnId>,
+    /// Of those, the ones that ended meanwhile.
+    cancelled_conns: BTreeSet<ConnId>,
+    /// Agents admitted by an earlier leader and not back yet.
+    recovering: BTreeMap<AgentId, persist::RecoveringAgent>,
+    /// Agents waiting to be marked unreachable (rate-limited), and those
+    /// whose marking awaits the registry.
+    removal_queue: VecDeque<AgentId>,
+    recent_removals: VecDeque<Time>,
+    unreachable_pending: BTreeSet<AgentId>,
+    /// Frameworks whose removal awaits the registry.
+    removing: BTreeSet<FrameworkId>,
 }
 
 impl Master {
@@ -178,6 +197,16 @@ impl Master {
             timers,
             outputs: VecDeque::new(),
             counters: Counters::default(),
+            next_persist: 0,
+            pending: BTreeMap::new(),
+            registering: BTreeSet::new(),
+            subscribing: BTreeSet::new(),
+            cancelled_conns: BTreeSet::new(),
+            recovering: BTreeMap::new(),
+            removal_queue: VecDeque::new(),
+            recent_removals: VecDeque::new(),
+            unreachable_pending: BTreeSet::new(),
+            removing: BTreeSet::new(),
         }
     }
 
@@ -226,7 +255,14 @@ impl Master {
                 Ok(())
             }
             Input::AgentDisconnected { conn } => {
+                if self.registering.contains(&conn) {
+                    self.cancelled_conns.insert(conn);
+                }
                 self.agent_disconnected(now, conn);
+                Ok(())
+            }
+            Input::Persisted { id } => {
+                self.persisted(now, id);
                 Ok(())
             }
             Input::Subscribe {
@@ -238,6 +274,9 @@ impl Master {
                 Ok(())
             }
             Input::FrameworkDisconnected { conn } => {
+                if self.subscribing.contains(&conn) {
+                    self.cancelled_conns.insert(conn);
+                }
                 self.framework_disconnected(now, conn);
                 Ok(())
             }
@@ -266,6 +305,12 @@ impl Master {
         if let Some((at, _)) = self.failover_deadlines.first() {
             next = next.min(*at);
         }
+        if let Some(at) = self.next_recovering_deadline() {
+            next = next.min(at);
+        }
+        if let Some(at) = self.next_removal() {
+            next = next.min(at);
+        }
         Some(next)
     }
 
@@ -273,6 +318,8 @@ impl Master {
     pub fn handle_timeout(&mut self, now: Time) {
         self.expire_offers(now);
         self.expire_failovers(now);
+        self.expire_recovering(now);
+        self.drain_removals(now);
         if now >= self.timers.next_liveness_check {
             self.check_agents(now);
             self.timers.next_liveness_check = now + liveness_period(&self.config);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use cairn_master_core::registry::RegistryState;
 use cairn_master_core::{
     AgentCommand, Call, CallError, ConnId, Event, Input, LaunchRequest, Master, MasterConfig,
     Output, ReportedTask,
@@ -27,6 +28,11 @@ pub struct Ag {
 
 pub struct Sim {
     pub master: Master,
+    /// The registry as the writes so far left it.
+    pub registry: RegistryState,
+    /// Whether registry writes are confirmed at once (a store that keeps up).
+    pub auto_persist: bool,
+    leaders: u64,
     pub now: Time,
     next_conn: u64,
     next_uuid: u8,
@@ -47,6 +53,9 @@ impl Sim {
         let now = Time::from_micros(1_700_000_000_000_000);
         Sim {
             master: Master::new(config, 42, now),
+            registry: RegistryState::default(),
+            auto_persist: true,
+            leaders: 0,
             now,
             next_conn: 0,
             next_uuid: 0,
@@ -67,8 +76,27 @@ impl Sim {
 
     fn collect(&mut self) {
         while let Some(o) = self.master.poll_output() {
-            self.pending.push(o);
+            match o {
+                Output::Persist { id, op } if self.auto_persist => {
+                    self.registry.apply(&op);
+                    self.master
+                        .handle(self.now, Input::Persisted { id })
+                        .unwrap();
+                }
+                other => self.pending.push(other),
+            }
         }
+    }
+
+    /// A new master (another seed) taking over from the registry as it is.
+    pub fn fail_over(&mut self, config: MasterConfig) {
+        // Each leader has its own id (from its seed), as real ones do.
+        self.leaders += 1;
+        let mut master = Master::new(config, 42 + self.leaders, self.now);
+        master.recover(self.now, self.registry.clone());
+        self.master = master;
+        self.pending.clear();
+        self.collect();
     }
 
     /// Fires every timer due now (repeatedly, as a driver would).
