@@ -101,7 +101,7 @@ fn an_agent_not_back_in_time_is_marked_unreachable() {
     let snap = sim.master.snapshot();
     assert_eq!(snap.unreachable_agents.len(), 1);
     assert_eq!(snap.unreachable_agents[0].id, a.id);
-    assert_eq!(sim.registry.agents[&a.id].unreachable_since.is_some(), true);
+    assert!(sim.registry.agents[&a.id].unreachable_since.is_some());
     // Reconciliation now answers: UNREACHABLE for a partition-aware framework.
     sim.call(
         &fw2,
