@@ -50,7 +50,7 @@ async fn launch(fw: &mut TestFramework, id: &str, build: impl FnOnce(TaskBuilder
 
 /// The task's stdout, read from its sandbox on the host.
 fn stdout_of(cluster: &Cluster, task: &str) -> String {
-    let root = cluster.agents[0].work_dir.join("frameworks");
+    let root = cluster.agents[0].work_dir().join("frameworks");
     for fw in std::fs::read_dir(&root).unwrap().flatten() {
         let runs = fw.path().join("executors").join(task).join("runs");
         if let Some(run) = std::fs::read_dir(runs)
@@ -314,32 +314,8 @@ async fn a_restarted_agent_removes_containers_it_does_not_know() {
         "the task outlives its agent's kill -9"
     );
     // The same agent (same work dir and cgroup root) starts again.
-    let work_dir = cluster.agents[0].work_dir.display().to_string();
     let root = cluster.agent_cgroups(0);
-    let addr = cluster.agents[0].addr.clone();
-    let args: Vec<String> = [
-        "--master",
-        &cluster.master_addr,
-        "--listen",
-        &addr,
-        "--work-dir",
-        &work_dir,
-        "--resources",
-        "cpus:4;mem:4096",
-        "--cgroups-root",
-        &root,
-        "--isolation",
-        "cgroups,namespaces",
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect();
-    cluster.agents[0].proc = cairn_tests::process::Proc::spawn(
-        "agent-0 again",
-        &cairn_tests::process::bin("cairn-agent"),
-        &args,
-        &cluster.dir.path().join("agent-0-again.log"),
-    );
+    cluster.agents[0].restart();
     wait_for(T, "the orphaned task to be killed", || async {
         processes_running("sleep 619").is_empty().then_some(())
     })

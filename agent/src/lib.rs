@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use cairn_agent_core::{Agent, AgentConfig, RetryPolicy};
+use cairn_model::zk::MasterAddr;
 use cairn_model::{AgentInfo, Resources, parse_attributes};
 use cairn_proto as pb;
 use serde_json::json;
@@ -32,9 +33,10 @@ use crate::driver::ExecutorLaunch;
 /// The agent's flags (shared by `cairn-agent` and `cairn local`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// The master, as host:port.
+    /// The master: `host:port`, or `zk://host:port[,host:port]/path` to
+    /// follow whichever master leads.
     #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:5050")]
-    pub master: String,
+    pub master: MasterAddr,
     /// Address for the agent's API (executors, sandbox files).
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub listen: SocketAddr,
@@ -277,7 +279,7 @@ impl AgentArgs {
     /// The flags' defaults, with the four settings every embedded agent
     /// needs (used by `cairn local` and tests).
     pub fn defaults(
-        master: String,
+        master: MasterAddr,
         listen: SocketAddr,
         work_dir: PathBuf,
         resources: Option<String>,

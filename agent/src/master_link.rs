@@ -10,6 +10,7 @@ use cairn_model::convert::{
     agent_info_to_pb, framework_info_from_pb, framework_info_to_pb, kill_policy_from_pb,
     task_info_from_pb, task_info_to_pb, task_state_to_pb, usage_to_pb,
 };
+use cairn_model::zk::MasterAddr;
 use cairn_model::{AgentId, AgentInfo, FrameworkId, StatusUuid, TaskId};
 use cairn_proto as pb;
 use tokio::sync::mpsc;
@@ -28,29 +29,59 @@ pub struct UsageReports {
     pub interval: Duration,
 }
 
-/// Keeps a session with the master at `master` (`host:port`) until the
-/// driver stops.
-pub async fn run(handle: Handle, master: String, info: AgentInfo, usage: UsageReports) {
+/// Keeps a session with the leading master until the driver stops:
+/// `master` is an address, or a ZooKeeper URL whose leader is followed. When
+/// the leader changes the session moves to the new one at once, and from
+/// then on messages from an older epoch are dropped.
+pub async fn run(handle: Handle, master: MasterAddr, info: AgentInfo, usage: UsageReports) {
+    let mut leaders = cairn_model::zk::follow(master.clone());
     let mut backoff = BACKOFF_MIN;
     // Messages from a master with an older epoch than one already seen are
     // from a deposed leader and are dropped.
     let mut newest_epoch = 0u64;
     loop {
-        match session(&handle, &master, &info, &usage, &mut newest_epoch).await {
-            Ok(()) => {
-                backoff = BACKOFF_MIN;
-                tracing::warn!(%master, "master session ended; reconnecting");
+        let leader = leaders.borrow_and_update().clone();
+        let Some(leader) = leader else {
+            tracing::info!(%master, "no leading master; waiting for one");
+            if leaders.changed().await.is_err() {
+                return;
             }
-            Err(SessionError::Stopped) => return,
-            Err(e) => {
-                tracing::warn!(%master, error = %e, "cannot hold a master session; retrying in {backoff:?}");
+            continue;
+        };
+        newest_epoch = newest_epoch.max(leader.epoch);
+        let endpoint = leader.endpoint.clone();
+        let mut leader_changed = false;
+        tokio::select! {
+            r = session(&handle, &endpoint, &info, &usage, &mut newest_epoch) => match r {
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    tracing::warn!(master = %endpoint, "master session ended; reconnecting");
+                }
+                Err(SessionError::Stopped) => return,
+                Err(e) => {
+                    tracing::warn!(master = %endpoint, error = %e, "cannot hold a master session; retrying in {backoff:?}");
+                }
+            },
+            r = leaders.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                tracing::info!(old = %endpoint, "the leading master changed; moving the session");
+                leader_changed = true;
+                backoff = BACKOFF_MIN;
             }
         }
         let _ = handle.send(Command::MasterSession(None)).await;
         if handle.input(Input::MasterDisconnected).await.is_err() {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        if leader_changed {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            r = leaders.changed() => if r.is_err() { return },
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }

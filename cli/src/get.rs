@@ -87,6 +87,7 @@ pub fn all_tasks(state: &Value) -> Vec<(String, Value)> {
 }
 
 pub async fn run(master: &str, kind: Kind, format: Format) -> anyhow::Result<()> {
+    let master = crate::leader(master).await?;
     let state = HttpClient::new()
         .get_json(&format!("http://{master}/state"))
         .await?;

@@ -35,16 +35,38 @@ impl HttpClient {
         }
     }
 
+    /// GETs `url`, following a standby master's redirects to the leader
+    /// (`Location: //host:port/path`) a few times.
     pub async fn get(&self, url: &str) -> Result<Bytes, HttpError> {
-        let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
-        let resp = self
-            .client
-            .get(uri)
-            .await
-            .map_err(|e| HttpError::Unreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let mut url = url.to_string();
+        let mut redirects = 0;
+        let resp = loop {
+            let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.clone()))?;
+            let resp = self
+                .client
+                .get(uri)
+                .await
+                .map_err(|e| HttpError::Unreachable {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+            let location = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string);
+            match location {
+                Some(l) if resp.status().is_redirection() && redirects < 5 => {
+                    redirects += 1;
+                    url = match l.strip_prefix("//") {
+                        Some(rest) => format!("http://{rest}"),
+                        None => l,
+                    };
+                }
+                _ => break resp,
+            }
+        };
+        let url = url.as_str();
         let status = resp.status();
         let body = resp
             .into_body()

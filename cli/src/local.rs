@@ -101,7 +101,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     for (i, share) in shares.into_iter().enumerate() {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let mut agent_args = AgentArgs::defaults(
-            master_addr.to_string(),
+            cairn_model::zk::MasterAddr::Direct(master_addr.to_string()),
             listener.local_addr()?,
             base.join(format!("agent-{i}")),
             Some(share.to_string()),

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version)]
 struct Cli {
-    /// The master, as host:port.
+    /// The master: `host:port`, or `zk://host:port[,host:port]/path` to
+    /// find the leading master.
     #[arg(
         long,
         global = true,
@@ -36,6 +37,21 @@ enum Command {
         #[arg(short = 'o', long, default_value = "table")]
         output: get::Format,
     },
+}
+
+/// The leading master's `ip:port` for `master` (an address, or a
+/// `zk://` URL to look the leader up in).
+pub async fn leader(master: &str) -> anyhow::Result<String> {
+    let addr: cairn_model::zk::MasterAddr = master
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--master: {e}"))?;
+    match addr {
+        cairn_model::zk::MasterAddr::Direct(a) => Ok(a),
+        zk => Ok(cairn_model::zk::resolve(zk, std::time::Duration::from_secs(15))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .endpoint),
+    }
 }
 
 fn main() {

@@ -9,6 +9,7 @@ use cairn_model::{
     AgentId, ExecutorId, FrameworkId, FrameworkInfo, Offer, OfferId, Role, Source, TaskId,
     TaskInfo, TaskStatus,
 };
+use cairn_model::zk::MasterAddr;
 use cairn_proto as pb;
 use pb::scheduler_client::SchedulerClient;
 use tokio::sync::Notify;
@@ -43,7 +44,8 @@ pub struct SchedulerDriver {
 }
 
 impl SchedulerDriver {
-    /// `master` is `host:port`.
+    /// `master` is `host:port`, or `zk://host:port[,host:port]/path` to
+    /// follow the leading master.
     pub fn new(master: impl Into<String>, info: FrameworkInfo) -> Self {
         SchedulerDriver {
             master: master.into(),
@@ -67,29 +69,44 @@ impl SchedulerDriver {
 
     /// Runs until [`Driver::stop`] or [`Driver::teardown`], or until the
     /// master reports an error (the framework was removed, say). A broken
-    /// connection is not an error: the driver re-subscribes with backoff.
+    /// connection is not an error: the driver re-subscribes with backoff,
+    /// and with a `zk://` master it follows the leader, re-subscribing to
+    /// each new one as soon as it is elected.
     pub async fn run<S: Scheduler>(self, mut scheduler: S) -> Result<(), SdkError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.master))
-            .map_err(|_| SdkError::Address(self.master.clone()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let client = SchedulerClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let addr: MasterAddr = self
+            .master
+            .parse()
+            .map_err(|_| SdkError::Address(self.master.clone()))?;
+        let mut leaders = cairn_model::zk::follow(addr);
         let driver = Driver {
             inner: Arc::new(Inner {
-                client: client.clone(),
                 session: Mutex::new(None),
+                leader: Mutex::new(None),
                 stopped: AtomicBool::new(false),
                 stop: Notify::new(),
-                master: self.master.clone(),
             }),
         };
         let mut info = self.info.clone();
         let mut backoff = BACKOFF_MIN;
+        // Events from a master with an older epoch than one already seen
+        // come from a deposed leader and are dropped.
         let mut newest_epoch = 0;
         loop {
             if driver.is_stopped() {
                 return Ok(());
+            }
+            let leader = leaders.borrow_and_update().clone();
+            let Some(leader) = leader else {
+                tokio::select! {
+                    r = leaders.changed() => if r.is_err() { return Ok(()) },
+                    () = driver.inner.stop.notified() => return Ok(()),
+                }
+                continue;
+            };
+            newest_epoch = newest_epoch.max(leader.epoch);
+            let client = connect(&leader.endpoint)?;
+            if let Ok(mut l) = driver.inner.leader.lock() {
+                *l = Some((leader.endpoint.clone(), client.clone()));
             }
             let request = pb::SubscribeRequest {
                 framework_info: Some(framework_info_to_pb(&info)),
@@ -99,17 +116,30 @@ impl SchedulerDriver {
                     .map(ToString::to_string)
                     .collect(),
             };
-            let mut client = client.clone();
+            let mut subscriber = client.clone();
+            let mut leader_changed = false;
             let stream = tokio::select! {
-                r = client.subscribe(request) => r,
+                r = subscriber.subscribe(request) => Some(r),
+                r = leaders.changed() => {
+                    if r.is_err() { return Ok(()) }
+                    leader_changed = true;
+                    None
+                }
                 () = driver.inner.stop.notified() => return Ok(()),
             };
             match stream {
-                Ok(response) => {
+                None => {}
+                Some(Ok(response)) => {
                     let mut events = response.into_inner();
                     loop {
                         let msg = tokio::select! {
                             m = events.message() => m,
+                            r = leaders.changed() => {
+                                if r.is_err() { return Ok(()) }
+                                tracing::info!(old = %leader.endpoint, "the leading master changed; re-subscribing");
+                                leader_changed = true;
+                                break;
+                            }
                             () = driver.inner.stop.notified() => return Ok(()),
                         };
                         let event = match msg {
@@ -121,6 +151,7 @@ impl SchedulerDriver {
                             }
                         };
                         if event.epoch < newest_epoch {
+                            tracing::warn!(epoch = event.epoch, newest = newest_epoch, "dropping an event from a deposed master");
                             continue;
                         }
                         newest_epoch = event.epoch;
@@ -135,10 +166,10 @@ impl SchedulerDriver {
                         }
                     }
                 }
-                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                Some(Err(status)) if status.code() == tonic::Code::PermissionDenied => {
                     return Err(SdkError::Master(status.message().to_string()));
                 }
-                Err(status) => {
+                Some(Err(status)) => {
                     tracing::debug!(%status, "cannot subscribe; retrying");
                 }
             }
@@ -146,8 +177,13 @@ impl SchedulerDriver {
                 *s = None;
             }
             scheduler.disconnected(&driver).await;
+            if leader_changed {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
+                r = leaders.changed() => if r.is_err() { return Ok(()) },
                 () = driver.inner.stop.notified() => return Ok(()),
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -231,14 +267,22 @@ impl SchedulerDriver {
     }
 }
 
+fn connect(endpoint: &str) -> Result<SchedulerClient<Channel>, SdkError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|_| SdkError::Address(endpoint.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    Ok(SchedulerClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 * 1024 * 1024))
+}
+
 #[derive(Debug)]
 struct Inner {
-    client: SchedulerClient<Channel>,
     /// Framework id and stream id of the current subscription.
     session: Mutex<Option<(FrameworkId, String)>>,
+    /// The leading master (`ip:port`) and a client to it.
+    leader: Mutex<Option<(String, SchedulerClient<Channel>)>>,
     stopped: AtomicBool,
     stop: Notify,
-    master: String,
 }
 
 /// The scheduler's handle for calls to the master. Cheap to clone.
@@ -248,9 +292,13 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// The master's `host:port`.
-    pub fn master(&self) -> &str {
-        &self.inner.master
+    /// The leading master's `ip:port`, once one is known.
+    pub fn master(&self) -> Option<String> {
+        self.inner
+            .leader
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(e, _)| e.clone()))
     }
 
     pub fn framework_id(&self) -> Option<FrameworkId> {
@@ -287,7 +335,13 @@ impl Driver {
             .ok()
             .and_then(|s| s.clone())
             .ok_or(SdkError::NotSubscribed)?;
-        let mut client = self.inner.client.clone();
+        let mut client = self
+            .inner
+            .leader
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(_, c)| c.clone()))
+            .ok_or(SdkError::NotSubscribed)?;
         client
             .call(pb::SchedulerCall {
                 framework_id: framework_id.to_string(),

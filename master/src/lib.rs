@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 pub mod registry_store;
 pub mod state_json;
+pub mod zk;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,16 +17,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use cairn_master_core::{Master, MasterConfig};
+use cairn_model::zk::{Leader, ZkMasterInfo, ZkUrl};
 use cairn_model::{Role, Time};
 use cairn_proto as pb;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::driver::MasterInfo;
 use crate::grpc::{AgentLinkService, MAX_MESSAGE_BYTES, SchedulerService};
+use crate::registry_store::RegistryStore;
+use crate::zk::Election;
 
 /// The master's flags (shared by `cairn-master` and `cairn local`).
 #[derive(clap::Args, Clone, Debug)]
@@ -55,6 +63,55 @@ pub struct MasterArgs {
     /// inputs replay the same decisions.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Contend for leadership through ZooKeeper, e.g.
+    /// `zk://h1:2181,h2:2181/cairn`, and keep the registry there. Without
+    /// it the master leads alone and its registry lives in memory.
+    #[arg(long)]
+    pub zk: Option<ZkUrl>,
+    /// ZooKeeper session timeout: a leader cut off from ZooKeeper this long
+    /// stops, and another takes over after it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub zk_session_timeout: Duration,
+    /// Where the registry lives in ZooKeeper (default: the `--zk` path
+    /// followed by `-registry`, beside it, since nothing but masters' nodes
+    /// may live under the election path).
+    #[arg(long)]
+    pub zk_registry_path: Option<String>,
+    /// After a failover, how long admitted agents have to re-register
+    /// before they are marked unreachable.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2mins")]
+    pub agent_reregister_timeout: Duration,
+    /// At most this many agents marked unreachable per period, e.g.
+    /// `10/1mins` (default: no limit).
+    #[arg(long, value_parser = parse_rate)]
+    pub agent_removal_rate_limit: Option<(u32, Duration)>,
+}
+
+/// A duration in humantime or Mesos style (`5secs`, `1mins`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    humantime::parse_duration(s)
+        .or_else(|e| {
+            s.strip_suffix('s')
+                .ok_or(e.clone())
+                .and_then(|t| humantime::parse_duration(t).map_err(|_| e))
+        })
+        .map_err(|e| format!("{s:?} is not a duration: {e}"))
+}
+
+fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
+    let (n, per) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not count/period, e.g. 10/1mins"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a count"))?;
+    let per = parse_duration(per)?;
+    if n == 0 || per.is_zero() {
+        return Err(format!("{s:?}: count and period must be positive"));
+    }
+    Ok((n, per))
 }
 
 fn parse_weights(s: &str) -> Result<BTreeMap<Role, f64>, String> {
@@ -85,6 +142,8 @@ impl MasterArgs {
             offer_timeout: self.offer_timeout,
             framework_heartbeat_interval: self.heartbeat_interval,
             role_weights: self.weights.clone().unwrap_or_default(),
+            agent_reregister_timeout: self.agent_reregister_timeout,
+            agent_removal_rate: self.agent_removal_rate_limit,
             ..MasterConfig::default()
         }
     }
@@ -97,6 +156,11 @@ impl MasterArgs {
             "offer_timeout": self.offer_timeout.map(|d| humantime::format_duration(d).to_string()),
             "heartbeat_interval": humantime::format_duration(self.heartbeat_interval).to_string(),
             "weights": self.weights.as_ref().map(|w| w.iter().map(|(r, v)| (r.to_string(), *v)).collect::<BTreeMap<_, _>>()),
+            "zk": self.zk.as_ref().map(ToString::to_string),
+            "zk_session_timeout": humantime::format_duration(self.zk_session_timeout).to_string(),
+            "registry": if self.zk.is_some() { "zookeeper" } else { "in_memory" },
+            "agent_reregister_timeout": humantime::format_duration(self.agent_reregister_timeout).to_string(),
+            "agent_removal_rate_limit": self.agent_removal_rate_limit.map(|(n, d)| format!("{n}/{}", humantime::format_duration(d))),
         })
     }
 }
@@ -108,9 +172,16 @@ pub enum ServeError {
     LocalAddr(#[source] std::io::Error),
     #[error("the HTTP/gRPC server failed: {0}")]
     Server(#[source] std::io::Error),
+    #[error(transparent)]
+    ZooKeeper(#[from] zk::ZkError),
+    #[error("cannot read the registry: {0}")]
+    Registry(#[from] registry_store::StoreError),
 }
 
-/// Runs a master on `listener` until `shutdown` completes.
+/// Runs a master on `listener` until `shutdown` completes. With `--zk` it
+/// contends for leadership and serves as a standby until it leads; it
+/// returns an error (and the process should exit) when its ZooKeeper
+/// session is lost, so that it can never act beside a newer leader.
 pub async fn serve(
     args: MasterArgs,
     listener: TcpListener,
@@ -118,32 +189,188 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
     let seed = args.seed.unwrap_or_else(rand::random);
-    let core = Master::new(args.core_config(), seed, Time::now());
-    let info = MasterInfo {
-        id: core.id().to_string(),
-        hostname: args
-            .hostname
-            .clone()
-            .unwrap_or_else(|| addr.ip().to_string()),
-        address: addr.to_string(),
-        port: addr.port(),
-        epoch: 0,
-    };
-    tracing::info!(master_id = %info.id, %addr, "master listening");
-    let store: Arc<dyn registry_store::RegistryStore> =
-        Arc::new(registry_store::MemoryStore::default());
-    let (handle, _driver) = driver::spawn(core, info, store);
-    let app = app(handle, Arc::new(args.flags_json(addr)));
-    tokio::select! {
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let flags = Arc::new(args.flags_json(addr));
+    let listener = listener.tap_io(|tcp| {
         // No Nagle: these protocols trade small messages, and coalescing
         // writes against the peer's delayed acks costs tens of ms each.
-        r = axum::serve(listener.tap_io(|tcp| { let _ = tcp.set_nodelay(true); }), app) => r.map_err(ServeError::Server),
+        let _ = tcp.set_nodelay(true);
+    });
+    let Some(url) = args.zk.clone() else {
+        let core = Master::new(args.core_config(), seed, Time::now());
+        let info = MasterInfo {
+            id: core.id().to_string(),
+            hostname,
+            address: addr.to_string(),
+            port: addr.port(),
+            epoch: 0,
+        };
+        tracing::info!(master_id = %info.id, %addr, "master listening (registry in memory; no ZooKeeper)");
+        let store: Arc<dyn registry_store::RegistryStore> =
+            Arc::new(registry_store::MemoryStore::default());
+        let (handle, _driver) = driver::spawn(core, info, store);
+        let app = app(handle, flags);
+        return tokio::select! {
+            r = axum::serve(listener, app) => r.map_err(ServeError::Server),
+            () = shutdown => {
+                tracing::info!("master shutting down");
+                Ok(())
+            }
+        };
+    };
+
+    // The id is the core's, derived from the seed, so the node written now
+    // names the master that will lead.
+    let id = Master::new(args.core_config(), seed, Time::now())
+        .id()
+        .to_string();
+    let zk_info = ZkMasterInfo::new(&id, &hostname, addr.ip(), addr.port());
+    let election = Election::contend(&url, args.zk_session_timeout, &zk_info).await?;
+    tracing::info!(master_id = %id, %addr, zk = %url, node = %election.node, "contending for leadership");
+    let (mode_tx, mode_rx) = watch::channel(Mode::Standby(None));
+    let front = front(mode_rx, format!("{hostname}:{}", addr.port()));
+    let registry_path = args
+        .zk_registry_path
+        .clone()
+        .unwrap_or_else(|| format!("{}-registry", url.path));
+    let lead = async {
+        election
+            .await_leadership(|leader| {
+                match &leader {
+                    Some(l) => tracing::info!(leader = %l.endpoint, epoch = l.epoch, "standing by"),
+                    None => tracing::info!("standing by; no leader elected"),
+                }
+                mode_tx.send_replace(Mode::Standby(leader));
+            })
+            .await?;
+        let store = zk::ZkStore::new(&election, &registry_path).await?;
+        let state = store.load().await?;
+        let now = Time::now();
+        let mut core = Master::new(args.core_config(), seed, now);
+        tracing::info!(
+            epoch = election.epoch,
+            agents = state.agents.len(),
+            frameworks = state.frameworks.len(),
+            "elected leader; recovered the registry"
+        );
+        core.recover(now, state);
+        let info = MasterInfo {
+            id: id.clone(),
+            hostname: hostname.clone(),
+            address: addr.to_string(),
+            port: addr.port(),
+            epoch: election.epoch,
+        };
+        let (handle, driver) = driver::spawn(core, info, Arc::new(store));
+        mode_tx.send_replace(Mode::Leading(app(handle, flags.clone())));
+        let _ = driver.await;
+        Ok::<(), ServeError>(())
+    };
+    tokio::select! {
+        r = axum::serve(listener, front) => r.map_err(ServeError::Server),
+        r = lead => r,
+        e = election.session_lost() => {
+            tracing::error!(error = %e, "lost the ZooKeeper session; stopping");
+            Err(e.into())
+        }
         () = shutdown => {
             tracing::info!("master shutting down");
+            // Step down at once rather than at the session's expiry.
+            if let Err(e) = election.client.delete(&election.node, None).await {
+                tracing::warn!(error = %e, "cannot remove this master's election node");
+            }
             Ok(())
         }
     }
 }
+
+/// What a master with ZooKeeper serves.
+#[derive(Clone)]
+enum Mode {
+    /// Another master leads (or none does).
+    Standby(Option<Leader>),
+    /// This one leads: the full router.
+    Leading(Router),
+}
+
+/// The door of a contending master: the full API while it leads; while it
+/// stands by, a 307 to the leader for HTTP (503 while there is none) and a
+/// gRPC `UNAVAILABLE` naming the leader (also in `cairn-leader` metadata).
+/// `me` is this master's `hostname:port`.
+fn front(mode: watch::Receiver<Mode>, me: String) -> Router {
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let mode = mode.borrow().clone();
+        let me = me.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let response = match mode {
+                Mode::Leading(_) if path == "/redirect" || path == "/master/redirect" => {
+                    redirect(&me, "")
+                }
+                Mode::Leading(app) => match app.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+                Mode::Standby(leader) => standby(&req, leader.as_ref()),
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    Router::new().fallback_service(svc)
+}
+
+fn redirect(authority: &str, path_and_query: &str) -> Response {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, format!("//{authority}{path_and_query}"))],
+    )
+        .into_response()
+}
+
+fn standby(req: &Request<Body>, leader: Option<&Leader>) -> Response {
+    let path = req.uri().path();
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let mut status = match leader {
+            Some(l) => tonic::Status::unavailable(format!(
+                "this master is not the leader; the leading master is at {}",
+                l.endpoint
+            )),
+            None => tonic::Status::unavailable("this master is not the leader; no leader elected"),
+        };
+        if let Some(v) = leader.and_then(|l| l.endpoint.parse().ok()) {
+            status.metadata_mut().insert(LEADER_METADATA, v);
+        }
+        return status.into_http::<Body>();
+    }
+    match path {
+        "/health" | "/master/health" => StatusCode::OK.into_response(),
+        _ => match leader {
+            Some(l) if path == "/redirect" || path == "/master/redirect" => {
+                redirect(&l.authority, "")
+            }
+            Some(l) => redirect(
+                &l.authority,
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or(path),
+            ),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "No leader elected").into_response(),
+        },
+    }
+}
+
+/// gRPC metadata key naming the leading master (`ip:port`) on a standby's
+/// `UNAVAILABLE`.
+pub const LEADER_METADATA: &str = "cairn-leader";
 
 /// gRPC and HTTP on one router: gRPC services under their service paths,
 /// everything else HTTP.

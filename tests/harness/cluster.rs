@@ -7,6 +7,7 @@ use tempfile::TempDir;
 use crate::http::get_json;
 use crate::process::{Proc, bin, sweep};
 use crate::wait_for;
+use crate::zookeeper::ZooKeeper;
 
 /// A free loopback port (bound, then released for the process to take).
 pub fn free_port() -> u16 {
@@ -19,6 +20,10 @@ pub struct ClusterSpec {
     pub agent_resources: String,
     pub master_args: Vec<String>,
     pub agent_args: Vec<String>,
+    /// Masters to start; more than one implies ZooKeeper.
+    pub masters: usize,
+    /// Start ZooKeeper and have the masters contend through it.
+    pub zookeeper: bool,
 }
 
 impl Default for ClusterSpec {
@@ -28,22 +33,69 @@ impl Default for ClusterSpec {
             agent_resources: "cpus:4;mem:4096;disk:10000;ports:[31000-31999]".into(),
             master_args: vec!["--allocation-interval".into(), "200ms".into()],
             agent_args: Vec::new(),
+            masters: 1,
+            zookeeper: false,
         }
     }
 }
 
-pub struct Agent {
+/// A process the test can kill and start again with the same flags.
+pub struct Restartable {
     pub proc: Proc,
     pub addr: String,
-    pub work_dir: PathBuf,
+    program: &'static str,
+    args: Vec<String>,
+    log: PathBuf,
+    starts: usize,
 }
 
-/// One master and its agents as real processes; all of it, executors and
-/// tasks included, is killed when dropped.
+impl Restartable {
+    fn spawn(name: &str, program: &'static str, addr: String, args: Vec<String>, log: PathBuf) -> Self {
+        let proc = Proc::spawn(name, &bin(program), &args, &log);
+        Restartable {
+            proc,
+            addr,
+            program,
+            args,
+            log,
+            starts: 1,
+        }
+    }
+
+    /// Starts the process again (killing it first if it still runs), with
+    /// the same flags; its log continues in a numbered file.
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        self.starts += 1;
+        let log = self.log.with_extension(format!("{}.log", self.starts));
+        self.proc = Proc::spawn(&self.proc.name.clone(), &bin(self.program), &self.args, &log);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+}
+
+pub type Agent = Restartable;
+
+impl Restartable {
+    /// An agent's work directory.
+    pub fn work_dir(&self) -> PathBuf {
+        let i = self.args.iter().position(|a| a == "--work-dir").expect("agents have --work-dir");
+        PathBuf::from(&self.args[i + 1])
+    }
+}
+
+/// Masters (one, or several contending through ZooKeeper) and agents as
+/// real processes; all of it, executors and tasks included, is killed when
+/// dropped.
 pub struct Cluster {
-    pub master: Proc,
+    pub masters: Vec<Restartable>,
+    /// What agents and frameworks are given: the master's address, or the
+    /// `zk://` URL with several masters.
     pub master_addr: String,
     pub agents: Vec<Agent>,
+    pub zookeeper: Option<ZooKeeper>,
     pub dir: TempDir,
 }
 
@@ -53,36 +105,45 @@ impl Cluster {
             .prefix("cairn-it-")
             .tempdir()
             .expect("tempdir");
-        let master_addr = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["--listen".to_string(), master_addr.clone()];
-        args.extend(spec.master_args.iter().cloned());
-        let master = Proc::spawn(
-            "master",
-            &bin("cairn-master"),
-            &args,
-            &dir.path().join("master.log"),
-        );
+        let zookeeper = if spec.zookeeper || spec.masters > 1 {
+            Some(ZooKeeper::start(dir.path()).await)
+        } else {
+            None
+        };
+        let zk_url = zookeeper.as_ref().map(|z| z.url("/cairn"));
+        let mut masters = Vec::new();
+        for i in 0..spec.masters.max(1) {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut args = vec!["--listen".to_string(), addr.clone()];
+            if let Some(url) = &zk_url {
+                args.extend(["--zk".to_string(), url.clone()]);
+            }
+            args.extend(spec.master_args.iter().cloned());
+            masters.push(Restartable::spawn(
+                &format!("master-{i}"),
+                "cairn-master",
+                addr,
+                args,
+                dir.path().join(format!("master-{i}.log")),
+            ));
+        }
+        let master_addr = zk_url.unwrap_or_else(|| masters[0].addr.clone());
         let mut cluster = Cluster {
-            master,
+            masters,
             master_addr,
             agents: Vec::new(),
+            zookeeper,
             dir,
         };
-        let url = format!("http://{}/health", cluster.master_addr);
-        wait_for(
-            Duration::from_secs(20),
-            "the master to answer /health",
-            || {
+        for m in &cluster.masters {
+            let url = format!("http://{}/health", m.addr);
+            wait_for(Duration::from_secs(20), "the masters to answer /health", || {
                 let url = url.clone();
-                async move {
-                    crate::http::get(&url)
-                        .await
-                        .filter(|(s, _)| *s == 200)
-                        .map(|_| ())
-                }
-            },
-        )
-        .await;
+                async move { crate::http::get(&url).await.filter(|(s, _)| *s == 200).map(|_| ()) }
+            })
+            .await;
+        }
+        cluster.leader().await;
         let extra: Vec<&str> = spec.agent_args.iter().map(String::as_str).collect();
         for _ in 0..spec.agents {
             cluster.add_agent(&spec.agent_resources, &extra);
@@ -109,40 +170,72 @@ impl Cluster {
             self.agent_cgroups(i),
         ];
         args.extend(extra.iter().map(|s| (*s).to_string()));
-        let proc = Proc::spawn(
+        self.agents.push(Restartable::spawn(
             &format!("agent-{i}"),
-            &bin("cairn-agent"),
-            &args,
-            &self.dir.path().join(format!("agent-{i}.log")),
-        );
-        self.agents.push(Agent {
-            proc,
+            "cairn-agent",
             addr,
-            work_dir,
-        });
+            args,
+            self.dir.path().join(format!("agent-{i}.log")),
+        ));
         i
     }
 
+    /// The leading master's index, once one leads (with one master, that
+    /// master once it answers).
+    pub async fn leader(&self) -> usize {
+        self.leader_other_than(None).await
+    }
+
+    /// Waits for a leader that is not master `old`; returns its index.
+    pub async fn leader_other_than(&self, old: Option<usize>) -> usize {
+        if self.masters.len() == 1 && self.zookeeper.is_none() {
+            return 0;
+        }
+        let addrs: Vec<String> = self.masters.iter().map(|m| m.addr.clone()).collect();
+        wait_for(Duration::from_secs(60), "a master to lead", || {
+            let addrs = addrs.clone();
+            async move {
+                for (i, a) in addrs.iter().enumerate() {
+                    if Some(i) == old {
+                        continue;
+                    }
+                    // A leader serves /state itself; a standby redirects.
+                    if let Some((200, _)) = crate::http::get(&format!("http://{a}/state")).await {
+                        return Some(i);
+                    }
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    /// The leading master's `ip:port`.
+    pub async fn leader_addr(&self) -> String {
+        let i = self.leader().await;
+        self.masters[i].addr.clone()
+    }
+
     pub async fn state(&self) -> Value {
-        get_json(&format!("http://{}/state", self.master_addr))
+        get_json(&format!("http://{}/state", self.leader_addr().await))
             .await
             .expect("the master answers /state")
     }
 
     /// Waits until `n` agents are registered and connected.
     pub async fn wait_for_agents(&self, n: usize) {
-        let url = format!("http://{}/state", self.master_addr);
-        wait_for(
-            Duration::from_secs(20),
-            &format!("{n} agents to register"),
-            || {
-                let url = url.clone();
-                async move {
-                    let s = get_json(&url).await?;
-                    (s["activated_slaves"].as_u64()? as usize >= n).then_some(())
+        let addrs: Vec<String> = self.masters.iter().map(|m| m.addr.clone()).collect();
+        wait_for(Duration::from_secs(30), &format!("{n} agents to register"), || {
+            let addrs = addrs.clone();
+            async move {
+                for a in &addrs {
+                    if let Some(s) = get_json(&format!("http://{a}/state")).await {
+                        return (s["activated_slaves"].as_u64()? as usize >= n).then_some(());
+                    }
                 }
-            },
-        )
+                None
+            }
+        })
         .await;
     }
 
@@ -209,7 +302,12 @@ impl Drop for Cluster {
             a.proc.kill9();
         }
         sweep(&self.marker());
-        self.master.kill9();
+        for m in &mut self.masters {
+            m.proc.kill9();
+        }
+        if let Some(z) = &mut self.zookeeper {
+            z.proc.kill9();
+        }
         crate::process::remove_cgroup_tree(&self.cgroups_root());
         crate::process::unmount_below(self.dir.path());
     }

@@ -24,3 +24,14 @@ pub async fn get_json(url: &str) -> Option<Value> {
     }
     serde_json::from_slice(&body).ok()
 }
+
+/// GET `url` without following redirects: the status and `Location`.
+pub async fn get_location(url: &str) -> Option<(u16, Option<String>)> {
+    let resp = client().get(url.parse().ok()?).await.ok()?;
+    let location = resp
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_string);
+    Some((resp.status().as_u16(), location))
+}

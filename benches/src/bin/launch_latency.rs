@@ -55,6 +55,7 @@ impl Bench {
             agent_resources: "cpus:2;mem:2048;disk:1000".into(),
             master_args: vec!["--allocation-interval".into(), "1s".into()],
             agent_args: vec!["--isolation".into(), mode.into()],
+            ..ClusterSpec::default()
         })
         .await;
         let fw = TestFramework::named(&cluster.master_addr, "launch-bench").await;

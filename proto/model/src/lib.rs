@@ -15,6 +15,8 @@ pub mod runtime;
 mod task;
 mod time;
 mod usage;
+#[cfg(feature = "zk")]
+pub mod zk;
 
 pub use agent::{AgentInfo, Attribute, AttributeValue, parse_attributes};
 pub use error::ModelError;
