@@ -50,7 +50,12 @@ async fn one_master_leads_standbys_point_to_it_and_another_takes_over_after_kill
     // The Mesos layout: only masters' nodes under the path, one each.
     let nodes = election_nodes(&cluster).await;
     assert_eq!(nodes.len(), 3, "{nodes:?}");
-    assert!(nodes.iter().all(|n| n.starts_with("json.info_") && n.len() == 20), "{nodes:?}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.starts_with("json.info_") && n.len() == 20),
+        "{nodes:?}"
+    );
 
     for (i, m) in cluster.masters.iter().enumerate() {
         let health = cairn_tests::http::get_location(&format!("http://{}/health", m.addr)).await;
@@ -58,20 +63,26 @@ async fn one_master_leads_standbys_point_to_it_and_another_takes_over_after_kill
         if i == leader {
             continue;
         }
-        let (status, location) = cairn_tests::http::get_location(&format!("http://{}/state?x=1", m.addr))
-            .await
-            .expect("standby answers");
+        let (status, location) =
+            cairn_tests::http::get_location(&format!("http://{}/state?x=1", m.addr))
+                .await
+                .expect("standby answers");
         assert_eq!(status, 307, "standby {i} redirects /state");
-        assert_eq!(location.as_deref(), Some(format!("//{leader_addr}/state?x=1").as_str()));
-        let (status, location) = cairn_tests::http::get_location(&format!("http://{}/redirect", m.addr))
-            .await
-            .expect("standby answers");
+        assert_eq!(
+            location.as_deref(),
+            Some(format!("//{leader_addr}/state?x=1").as_str())
+        );
+        let (status, location) =
+            cairn_tests::http::get_location(&format!("http://{}/redirect", m.addr))
+                .await
+                .expect("standby answers");
         assert_eq!((status, location), (307, Some(format!("//{leader_addr}"))));
 
         // gRPC: UNAVAILABLE naming the leader.
-        let mut client = pb::scheduler_client::SchedulerClient::connect(format!("http://{}", m.addr))
-            .await
-            .expect("connect");
+        let mut client =
+            pb::scheduler_client::SchedulerClient::connect(format!("http://{}", m.addr))
+                .await
+                .expect("connect");
         let err = client
             .subscribe(pb::SubscribeRequest::default())
             .await
@@ -79,7 +90,9 @@ async fn one_master_leads_standbys_point_to_it_and_another_takes_over_after_kill
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
         assert!(err.message().contains(&leader_addr), "{err:?}");
         assert_eq!(
-            err.metadata().get("cairn-leader").and_then(|v| v.to_str().ok()),
+            err.metadata()
+                .get("cairn-leader")
+                .and_then(|v| v.to_str().ok()),
             Some(leader_addr.as_str())
         );
     }

@@ -303,7 +303,9 @@ async fn root_tasks_are_refused_unless_the_agent_allows_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_removes_containers_it_does_not_know() {
-    let mut cluster = cluster(&[]).await;
+    // Without a checkpoint the restarted agent knows none of the earlier
+    // run's containers.
+    let mut cluster = cluster(&["--checkpoint", "false"]).await;
     let mut fw = TestFramework::named(&cluster.master_addr, "orphans").await;
     launch(&mut fw, "orphan", |b| b.shell("sleep 619")).await;
     fw.update("orphan", T, |s| s.state == TaskState::Running)

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_agent_core::{
-    Agent, ContainerSummary, ExecConn, ExecutorCommand, Input, LaunchSpec, Output, TaskReport,
-    Termination,
+    Agent, Checkpoint, ContainerSummary, ExecConn, ExecutorCommand, Input, LaunchSpec, Output,
+    RecoveredContainer, TaskReport, Termination,
 };
 use cairn_model::convert::{framework_info_to_pb, task_info_to_pb, task_status_to_pb};
-use cairn_model::{AgentId, FrameworkInfo, Reason, Time};
+use cairn_model::{AgentId, ContainerId, FrameworkInfo, Reason, Time};
 use cairn_proto as pb;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::checkpoint::{CheckpointError, CheckpointLog, PidRecord, Record};
 use crate::launcher::{ContainerSpec, Launcher};
 
 pub type ExecutorSink = mpsc::Sender<Result<pb::ExecutorEvent, Status>>;
@@ -120,36 +121,133 @@ struct Driver {
     core: Agent,
     launcher: Arc<dyn Launcher>,
     exec: ExecutorLaunch,
+    /// Where records go before they take effect (none: not checkpointing).
+    checkpoint: Option<CheckpointLog>,
+    /// Executors' pids, for the checkpoint's snapshots.
+    pids: HashMap<ContainerId, PidRecord>,
     master: Option<MasterSink>,
     executors: HashMap<ExecConn, ExecutorSink>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     tx: mpsc::Sender<Command>,
 }
 
+/// What a restarted agent found in its checkpoint, for the driver to take
+/// back.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub containers: Vec<RecoveredContainer>,
+    pub pids: HashMap<ContainerId, PidRecord>,
+}
+
+/// Starts the driver around `core` (already recovered from `checkpoint`,
+/// if any): it reattaches the containers in `recovery`, then runs until
+/// every handle is gone.
 pub fn spawn(
     core: Agent,
     launcher: Arc<dyn Launcher>,
     exec: ExecutorLaunch,
+    checkpoint: Option<CheckpointLog>,
+    recovery: Recovery,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(65_536);
     let handle = Handle {
         tx: tx.clone(),
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
-    let driver = Driver {
+    let mut driver = Driver {
         core,
         launcher,
         exec,
+        checkpoint,
+        pids: HashMap::new(),
         master: None,
         executors: HashMap::new(),
         shutdown_waiters: Vec::new(),
         tx,
     };
+    driver.reattach(recovery);
     (handle, tokio::spawn(driver.run(rx)))
 }
 
+/// Stops the agent: a checkpoint it cannot write means it can no longer
+/// promise what it acknowledges. Executors keep running; a restarted agent
+/// recovers them from what was written.
+fn fatal(e: &CheckpointError) -> ! {
+    tracing::error!(error = %e, "cannot write the checkpoint; the agent stops (restart it to recover its executors)");
+    std::process::exit(1);
+}
+
 impl Driver {
+    /// Watches the executors of containers found in the checkpoint; those
+    /// gone while the agent was down end now.
+    fn reattach(&mut self, recovery: Recovery) {
+        let now = Time::now();
+        for c in recovery.containers {
+            let pid = recovery
+                .pids
+                .get(&c.container_id)
+                .copied()
+                .or_else(|| crate::launcher::find_executor(&c.container_id));
+            let exited = pid.and_then(|p| self.launcher.recover(&c.container_id, p, &c.resources));
+            match (exited, pid) {
+                (Some(exited), Some(pid)) => {
+                    tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, pid = pid.pid, "recovered executor");
+                    self.pids.insert(c.container_id.clone(), pid);
+                    self.watch(c.container_id, exited);
+                }
+                _ => {
+                    tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, "executor ended while the agent was down");
+                    self.core.handle(
+                        now,
+                        cairn_agent_core::checkpoint::exited_while_down(c.container_id),
+                    );
+                }
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Feeds the container's end to the core when its executor exits.
+    fn watch(&self, container_id: ContainerId, exited: oneshot::Receiver<Termination>) {
+        let tx = self.tx.clone();
+        let launcher = self.launcher.clone();
+        tokio::spawn(async move {
+            let mut termination = exited.await.unwrap_or_else(|_| Termination {
+                message: Some("the launcher lost track of the executor".into()),
+                ..Termination::default()
+            });
+            if let Some(l) = launcher.limitation(&container_id) {
+                termination.reason = Some(l.reason);
+                termination.message = Some(l.message);
+            }
+            let _ = tx
+                .send(Command::Input(Input::ContainerExited {
+                    container_id,
+                    termination,
+                }))
+                .await;
+        });
+    }
+
+    /// The log rewritten from the agent's state, with the pids.
+    fn compact(&mut self) {
+        let Some(log) = self.checkpoint.as_mut() else {
+            return;
+        };
+        let mut snapshot: Vec<Record> = self
+            .core
+            .checkpoint_snapshot()
+            .into_iter()
+            .map(Record::Core)
+            .collect();
+        snapshot.extend(self.pids.iter().map(|(c, p)| Record::Pid(c.clone(), *p)));
+        if let Err(e) = log.compact(&snapshot) {
+            fatal(&e);
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.compact();
         loop {
             let wait = self
                 .core
@@ -225,9 +323,53 @@ impl Driver {
         }
     }
 
+    /// Carries out the core's outputs, a batch at a time: the batch's
+    /// checkpoint records are made durable first, then its effects happen in
+    /// order.
     fn dispatch(&mut self) {
-        while let Some(out) = self.core.poll_output() {
+        loop {
+            let batch: Vec<Output> = std::iter::from_fn(|| self.core.poll_output()).collect();
+            if batch.is_empty() {
+                break;
+            }
+            if let Some(log) = self.checkpoint.as_mut() {
+                for out in &batch {
+                    if let Output::Checkpoint(c) = out
+                        && let Err(e) = log.append(&Record::Core(c.clone()))
+                    {
+                        fatal(&e);
+                    }
+                }
+                if let Err(e) = log.sync() {
+                    fatal(&e);
+                }
+            }
+            for out in batch {
+                self.carry_out(out);
+            }
+            // Pids of executors started in this batch.
+            if let Some(log) = self.checkpoint.as_mut()
+                && let Err(e) = log.sync()
+            {
+                fatal(&e);
+            }
+        }
+        if self
+            .checkpoint
+            .as_ref()
+            .is_some_and(CheckpointLog::wants_compaction)
+        {
+            self.compact();
+        }
+    }
+
+    fn carry_out(&mut self, out: Output) {
+        {
             match out {
+                Output::Checkpoint(Checkpoint::ContainerEnded { container_id }) => {
+                    self.pids.remove(&container_id);
+                }
+                Output::Checkpoint(_) => {}
                 Output::ToMaster {
                     framework_id,
                     status,
@@ -265,7 +407,7 @@ impl Driver {
                 }
                 Output::ToExecutor { conn, command } => {
                     let Some(sink) = self.executors.get(&conn) else {
-                        continue;
+                        return;
                     };
                     if sink.try_send(Ok(executor_event(&command))).is_err() {
                         tracing::warn!(
@@ -375,25 +517,19 @@ impl Driver {
         match self.launcher.launch(container) {
             Ok(launched) => {
                 tracing::debug!(container_id = %spec.container_id, pid = launched.pid, "executor started");
-                let tx = self.tx.clone();
-                let container_id = spec.container_id.clone();
-                let launcher = self.launcher.clone();
-                tokio::spawn(async move {
-                    let mut termination = launched.exited.await.unwrap_or_else(|_| Termination {
-                        message: Some("the launcher lost track of the executor".into()),
-                        ..Termination::default()
-                    });
-                    if let Some(l) = launcher.limitation(&container_id) {
-                        termination.reason = Some(l.reason);
-                        termination.message = Some(l.message);
+                if let Some(start_time) = crate::launcher::process_start_time(launched.pid) {
+                    let pid = PidRecord {
+                        pid: launched.pid,
+                        start_time,
+                    };
+                    self.pids.insert(spec.container_id.clone(), pid);
+                    if let Some(log) = self.checkpoint.as_mut()
+                        && let Err(e) = log.append(&Record::Pid(spec.container_id.clone(), pid))
+                    {
+                        fatal(&e);
                     }
-                    let _ = tx
-                        .send(Command::Input(Input::ContainerExited {
-                            container_id,
-                            termination,
-                        }))
-                        .await;
-                });
+                }
+                self.watch(spec.container_id.clone(), launched.exited);
             }
             Err(e) => failed(self, Reason::ContainerLaunchFailed, e.to_string()),
         }

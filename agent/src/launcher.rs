@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use crate::checkpoint::PidRecord;
 use crate::isolation::cgroups::CgroupStats;
 
 /// What to start in a new container: the executor program and its context.
@@ -86,6 +87,19 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
     fn usage(&self, _container_id: &ContainerId) -> Option<CgroupStats> {
         None
     }
+    /// Takes back a container started before the agent restarted, whose
+    /// executor is `pid`: `None` if that process is gone (or the pid now
+    /// names another process). The receiver yields when it ends; its exit
+    /// status is unknown (it is not the agent's child any more).
+    fn recover(
+        &self,
+        container_id: &ContainerId,
+        pid: PidRecord,
+        _resources: &Resources,
+    ) -> Option<oneshot::Receiver<Termination>> {
+        let _ = container_id;
+        watch_pid(pid)
+    }
     /// Destroys containers left by an earlier run, except `keep`; returns
     /// those removed.
     fn cleanup_orphans(&self, _keep: &[ContainerId]) -> Vec<ContainerId> {
@@ -138,6 +152,20 @@ pub fn session_members(sid: i32) -> Vec<i32> {
 impl Launcher for PosixLauncher {
     fn name(&self) -> &'static str {
         "posix"
+    }
+
+    fn recover(
+        &self,
+        container_id: &ContainerId,
+        pid: PidRecord,
+        _resources: &Resources,
+    ) -> Option<oneshot::Receiver<Termination>> {
+        let exited = watch_pid(pid)?;
+        // The executor leads its own session (setsid at launch).
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(container_id.clone(), i32::try_from(pid.pid).unwrap_or(0));
+        }
+        Some(exited)
     }
 
     fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
@@ -233,4 +261,86 @@ impl Launcher for PosixLauncher {
             })
         }
     }
+}
+
+/// The start time of process `pid` (clock ticks after boot; field 22 of
+/// `/proc/<pid>/stat`): with the pid, it names one process for good.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name's closing parenthesis, from the
+    // third (state) on: the start time is the 20th of them.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Watches a process that is not the agent's child: the receiver yields when
+/// it exits. `None` if it is already gone or the pid was reused.
+pub fn watch_pid(pid: PidRecord) -> Option<oneshot::Receiver<Termination>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if pid.pid == 0 || process_start_time(pid.pid) != Some(pid.start_time) {
+        return None;
+    }
+    let raw = i32::try_from(pid.pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nothing
+    // else.
+    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).ok()?) };
+    // The pid might have been reused between the check and the open.
+    if process_start_time(pid.pid) != Some(pid.start_time) {
+        return None;
+    }
+    // SAFETY: the AsyncFd owns `fd` (an OwnedFd), which stays open and
+    // names the same pidfd until the AsyncFd is dropped.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .ok()?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        // A pidfd becomes readable when the process exits.
+        let _ = afd.readable().await;
+        let _ = tx.send(Termination {
+            message: Some("The executor exited; its status is unknown (it was started before the agent restarted)".into()),
+            ..Termination::default()
+        });
+    });
+    Some(rx)
+}
+
+/// Finds the executor of a container whose pid was not recorded (the agent
+/// died between starting it and writing its pid): the session leader whose
+/// environment names the container (`CAIRN_CONTAINER_ID`, set at launch).
+pub fn find_executor(container_id: &ContainerId) -> Option<PidRecord> {
+    let needle = format!("CAIRN_CONTAINER_ID={container_id}");
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state ppid pgrp session ...: the executor leads its session.
+        let leads = fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(pid);
+        if leads && fields.first() != Some(&"Z") {
+            let start_time = fields.get(19)?.parse().ok()?;
+            return Some(PidRecord { pid, start_time });
+        }
+    }
+    None
 }

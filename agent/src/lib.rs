@@ -3,6 +3,7 @@
 //! the HTTP endpoints (all on one port), and the launcher that starts
 //! executor processes.
 
+pub mod checkpoint;
 pub mod command_executor;
 pub mod driver;
 pub mod executor_api;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use cairn_agent_core::{Agent, AgentConfig, RetryPolicy};
 use cairn_model::zk::MasterAddr;
-use cairn_model::{AgentInfo, Resources, parse_attributes};
+use cairn_model::{AgentInfo, ContainerId, Resources, Time, parse_attributes};
 use cairn_proto as pb;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -85,6 +86,16 @@ pub struct AgentArgs {
     /// An executor that has not subscribed this long after launch fails.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     pub executor_registration_timeout: Duration,
+    /// After a restart, an executor that has not reconnected this long is
+    /// destroyed and its tasks are lost.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub executor_reregistration_timeout: Duration,
+    /// Record executors, tasks and unacknowledged updates in the work
+    /// directory before acting, so that a restarted agent (even after
+    /// `kill -9`) takes its running tasks back. Without it, a restart
+    /// destroys every container of the earlier run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub checkpoint: bool,
     /// Time executors get to end their tasks when shut down.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub executor_shutdown_grace_period: Duration,
@@ -118,6 +129,8 @@ pub enum AgentError {
     LocalAddr(#[source] std::io::Error),
     #[error("the agent's server failed: {0}")]
     Server(#[source] std::io::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
 /// The program executors are started with: this binary, `executor`.
@@ -164,11 +177,6 @@ pub async fn serve(
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
-    // Containers of an earlier run: this agent does not recover them, so
-    // none survives its restart.
-    for id in launcher.cleanup_orphans(&[]) {
-        tracing::info!(container_id = %id, "removed a container left by an earlier run");
-    }
     let running_as_root = nix::unistd::geteuid().is_root();
     let hostname = args
         .hostname
@@ -186,6 +194,7 @@ pub async fn serve(
             max: Duration::from_secs(600),
         },
         executor_registration_timeout: args.executor_registration_timeout,
+        executor_reregistration_timeout: args.executor_reregistration_timeout,
         executor_shutdown_grace: args.executor_shutdown_grace_period,
         default_kill_grace: args.kill_grace_period,
         allow_root_tasks: args.allow_root_tasks,
@@ -198,7 +207,33 @@ pub async fn serve(
         }),
         ..AgentConfig::default()
     };
-    let core = Agent::new(config, rand::random());
+    let mut core = Agent::new(config, rand::random());
+    // What an earlier run of this agent left: executors, tasks and
+    // unacknowledged updates come back; containers it did not record go.
+    let (checkpoint, recovery) = if args.checkpoint {
+        let (log, found) = checkpoint::CheckpointLog::open(&work_dir)?;
+        let containers = core.recover(Time::now(), found.records);
+        if let Some(id) = core.agent_id() {
+            tracing::info!(agent_id = %id, executors = containers.len(), "recovered from the checkpoint");
+        }
+        (
+            Some(log),
+            driver::Recovery {
+                containers,
+                pids: found.pids,
+            },
+        )
+    } else {
+        (None, driver::Recovery::default())
+    };
+    let keep: Vec<ContainerId> = recovery
+        .containers
+        .iter()
+        .map(|c| c.container_id.clone())
+        .collect();
+    for id in launcher.cleanup_orphans(&keep) {
+        tracing::info!(container_id = %id, "removed a container the checkpoint does not know");
+    }
     let (handle, _driver) = driver::spawn(
         core,
         launcher.clone(),
@@ -209,6 +244,8 @@ pub async fn serve(
             agent_endpoint: addr.to_string(),
             allow_root_tasks: args.allow_root_tasks,
         },
+        checkpoint,
+        recovery,
     );
     tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
 

@@ -47,10 +47,12 @@ pub async fn leader(master: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("--master: {e}"))?;
     match addr {
         cairn_model::zk::MasterAddr::Direct(a) => Ok(a),
-        zk => Ok(cairn_model::zk::resolve(zk, std::time::Duration::from_secs(15))
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?
-            .endpoint),
+        zk => Ok(
+            cairn_model::zk::resolve(zk, std::time::Duration::from_secs(15))
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?
+                .endpoint,
+        ),
     }
 }
 

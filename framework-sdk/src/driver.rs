@@ -5,11 +5,11 @@ use std::time::Duration;
 use cairn_model::convert::{
     framework_info_to_pb, offer_from_pb, task_info_to_pb, task_status_from_pb,
 };
+use cairn_model::zk::MasterAddr;
 use cairn_model::{
     AgentId, ExecutorId, FrameworkId, FrameworkInfo, Offer, OfferId, Role, Source, TaskId,
     TaskInfo, TaskStatus,
 };
-use cairn_model::zk::MasterAddr;
 use cairn_proto as pb;
 use pb::scheduler_client::SchedulerClient;
 use tokio::sync::Notify;
@@ -151,7 +151,11 @@ impl SchedulerDriver {
                             }
                         };
                         if event.epoch < newest_epoch {
-                            tracing::warn!(epoch = event.epoch, newest = newest_epoch, "dropping an event from a deposed master");
+                            tracing::warn!(
+                                epoch = event.epoch,
+                                newest = newest_epoch,
+                                "dropping an event from a deposed master"
+                            );
                             continue;
                         }
                         newest_epoch = event.epoch;

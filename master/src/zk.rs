@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cairn_master_core::registry::{AgentRecord, FrameworkRecord, RegistryOp, RegistryState};
-use cairn_model::convert::{agent_info_from_pb, agent_info_to_pb, framework_info_from_pb, framework_info_to_pb};
+use cairn_model::convert::{
+    agent_info_from_pb, agent_info_to_pb, framework_info_from_pb, framework_info_to_pb,
+};
 use cairn_model::zk::{INFO_PREFIX, Leader, ZkMasterInfo, ZkUrl, leader_of, sequence_of};
 use cairn_model::{AgentId, FrameworkId, Time};
 use cairn_proto as pb;
@@ -50,8 +52,10 @@ fn op_err(path: &str) -> impl FnOnce(zk::Error) -> ZkError + '_ {
     }
 }
 
-static PERSISTENT: zk::CreateOptions<'static> = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-static CONTENDER: zk::CreateOptions<'static> = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+static PERSISTENT: zk::CreateOptions<'static> =
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+static CONTENDER: zk::CreateOptions<'static> =
+    zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
 
 /// This master's candidacy: its election node and the session holding it.
 #[derive(Debug)]
@@ -67,7 +71,11 @@ pub struct Election {
 
 impl Election {
     /// Connects and enters the election with `info`.
-    pub async fn contend(url: &ZkUrl, session_timeout: Duration, info: &ZkMasterInfo) -> Result<Election, ZkError> {
+    pub async fn contend(
+        url: &ZkUrl,
+        session_timeout: Duration,
+        info: &ZkMasterInfo,
+    ) -> Result<Election, ZkError> {
         let client = zk::Client::connector()
             .with_session_timeout(session_timeout)
             .connect(&url.hosts)
@@ -76,10 +84,16 @@ impl Election {
                 hosts: url.hosts.clone(),
                 source,
             })?;
-        client.mkdir(&url.path, &PERSISTENT).await.map_err(op_err(&url.path))?;
+        client
+            .mkdir(&url.path, &PERSISTENT)
+            .await
+            .map_err(op_err(&url.path))?;
         let data = serde_json::to_vec(info).unwrap_or_default();
         let prefix = format!("{}/{INFO_PREFIX}", url.path);
-        let (_, seq) = client.create(&prefix, &data, &CONTENDER).await.map_err(op_err(&prefix))?;
+        let (_, seq) = client
+            .create(&prefix, &data, &CONTENDER)
+            .await
+            .map_err(op_err(&prefix))?;
         let epoch = u64::try_from(seq.into_i64()).unwrap_or(0);
         let node = format!("{prefix}{seq}");
         let session_timeout = client.session_timeout();
@@ -94,7 +108,10 @@ impl Election {
 
     /// Waits until this master leads, calling `standby` with the current
     /// leader whenever it changes meanwhile.
-    pub async fn await_leadership(&self, mut standby: impl FnMut(Option<Leader>)) -> Result<(), ZkError> {
+    pub async fn await_leadership(
+        &self,
+        mut standby: impl FnMut(Option<Leader>),
+    ) -> Result<(), ZkError> {
         loop {
             let (children, watcher) = self
                 .client
@@ -106,7 +123,9 @@ impl Election {
                 Some((name, seq)) => {
                     let path = format!("{}/{name}", self.url.path);
                     let leader = match self.client.get_data(&path).await {
-                        Ok((data, _)) => serde_json::from_slice::<ZkMasterInfo>(&data).ok().map(|i| i.leader(seq)),
+                        Ok((data, _)) => serde_json::from_slice::<ZkMasterInfo>(&data)
+                            .ok()
+                            .map(|i| i.leader(seq)),
                         Err(zk::Error::NoNode) => continue,
                         Err(source) => return Err(ZkError::Op { path, source }),
                     };
@@ -115,7 +134,9 @@ impl Election {
                 None => {
                     // Our own node is gone: the session is.
                     if !children.iter().any(|c| sequence_of(c) == Some(self.epoch)) {
-                        return Err(ZkError::SessionLost("this master's election node is gone".into()));
+                        return Err(ZkError::SessionLost(
+                            "this master's election node is gone".into(),
+                        ));
                     }
                     standby(None);
                 }
@@ -135,7 +156,9 @@ impl Election {
         loop {
             let state = states.state();
             match state {
-                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed => {
+                zk::SessionState::Expired
+                | zk::SessionState::Closed
+                | zk::SessionState::AuthFailed => {
                     return ZkError::SessionLost(format!("{state:?}"));
                 }
                 zk::SessionState::Disconnected => {
@@ -180,7 +203,11 @@ impl ZkStore {
     pub async fn new(election: &Election, root: &str) -> Result<ZkStore, ZkError> {
         for dir in ["agents", "frameworks", "removed"] {
             let path = format!("{root}/{dir}");
-            election.client.mkdir(&path, &PERSISTENT).await.map_err(op_err(&path))?;
+            election
+                .client
+                .mkdir(&path, &PERSISTENT)
+                .await
+                .map_err(op_err(&path))?;
         }
         Ok(ZkStore {
             client: election.client.clone(),
@@ -233,12 +260,15 @@ impl RegistryStore for ZkStore {
         let mut existing = HashSet::new();
         for (name, data) in self.read_dir("agents").await? {
             let path = self.path("agents", &name);
-            let rec = pb::RegistryAgent::decode(data.as_slice()).map_err(|e| corrupt(path.clone(), e))?;
+            let rec =
+                pb::RegistryAgent::decode(data.as_slice()).map_err(|e| corrupt(path.clone(), e))?;
             let info = rec
                 .info
                 .as_ref()
                 .ok_or_else(|| corrupt(path.clone(), "no agent info"))
-                .and_then(|i| agent_info_from_pb("info", i).map_err(|e| corrupt(path.clone(), e)))?;
+                .and_then(|i| {
+                    agent_info_from_pb("info", i).map_err(|e| corrupt(path.clone(), e))
+                })?;
             let id = AgentId::parse("agent id", &name).map_err(|e| corrupt(path.clone(), e))?;
             state.agents.insert(
                 id,
@@ -251,13 +281,17 @@ impl RegistryStore for ZkStore {
         }
         for (name, data) in self.read_dir("frameworks").await? {
             let path = self.path("frameworks", &name);
-            let rec = pb::RegistryFramework::decode(data.as_slice()).map_err(|e| corrupt(path.clone(), e))?;
+            let rec = pb::RegistryFramework::decode(data.as_slice())
+                .map_err(|e| corrupt(path.clone(), e))?;
             let info = rec
                 .info
                 .as_ref()
                 .ok_or_else(|| corrupt(path.clone(), "no framework info"))
-                .and_then(|i| framework_info_from_pb("info", i).map_err(|e| corrupt(path.clone(), e)))?;
-            let id = FrameworkId::parse("framework id", &name).map_err(|e| corrupt(path.clone(), e))?;
+                .and_then(|i| {
+                    framework_info_from_pb("info", i).map_err(|e| corrupt(path.clone(), e))
+                })?;
+            let id =
+                FrameworkId::parse("framework id", &name).map_err(|e| corrupt(path.clone(), e))?;
             state.frameworks.insert(
                 id,
                 FrameworkRecord {
@@ -270,8 +304,10 @@ impl RegistryStore for ZkStore {
         }
         for (name, data) in self.read_dir("removed").await? {
             let path = self.path("removed", &name);
-            let rec = pb::RegistryRemovedFramework::decode(data.as_slice()).map_err(|e| corrupt(path.clone(), e))?;
-            let id = FrameworkId::parse("framework id", &name).map_err(|e| corrupt(path.clone(), e))?;
+            let rec = pb::RegistryRemovedFramework::decode(data.as_slice())
+                .map_err(|e| corrupt(path.clone(), e))?;
+            let id =
+                FrameworkId::parse("framework id", &name).map_err(|e| corrupt(path.clone(), e))?;
             state.removed_frameworks.insert(id, time(rec.removed_at));
             existing.insert(path);
         }
@@ -303,7 +339,8 @@ impl RegistryStore for ZkStore {
                     let mut rec = match agents.get(id) {
                         Some(r) => r.clone(),
                         None => match self.client.get_data(&path).await {
-                            Ok((data, _)) => pb::RegistryAgent::decode(data.as_slice()).map_err(|e| corrupt(path.clone(), e))?,
+                            Ok((data, _)) => pb::RegistryAgent::decode(data.as_slice())
+                                .map_err(|e| corrupt(path.clone(), e))?,
                             Err(zk::Error::NoNode) => continue,
                             Err(e) => return Err(StoreError::Unreachable(e.to_string())),
                         },
@@ -316,13 +353,20 @@ impl RegistryStore for ZkStore {
                     puts.insert(self.path("agents", id.as_str()), None);
                     agents.remove(id);
                 }
-                RegistryOp::AddFramework { id, info, registered_at } => {
+                RegistryOp::AddFramework {
+                    id,
+                    info,
+                    registered_at,
+                } => {
                     let rec = pb::RegistryFramework {
                         info: Some(framework_info_to_pb(info)),
                         registered_at: secs(*registered_at),
                         disconnected_since: None,
                     };
-                    puts.insert(self.path("frameworks", id.as_str()), Some(rec.encode_to_vec()));
+                    puts.insert(
+                        self.path("frameworks", id.as_str()),
+                        Some(rec.encode_to_vec()),
+                    );
                     frameworks.insert(id.clone(), rec);
                 }
                 RegistryOp::DisconnectFramework { id, since } => {
@@ -330,9 +374,8 @@ impl RegistryStore for ZkStore {
                     let mut rec = match frameworks.get(id) {
                         Some(r) => r.clone(),
                         None => match self.client.get_data(&path).await {
-                            Ok((data, _)) => {
-                                pb::RegistryFramework::decode(data.as_slice()).map_err(|e| corrupt(path.clone(), e))?
-                            }
+                            Ok((data, _)) => pb::RegistryFramework::decode(data.as_slice())
+                                .map_err(|e| corrupt(path.clone(), e))?,
                             Err(zk::Error::NoNode) => continue,
                             Err(e) => return Err(StoreError::Unreachable(e.to_string())),
                         },
@@ -344,8 +387,13 @@ impl RegistryStore for ZkStore {
                 RegistryOp::RemoveFramework { id, at } => {
                     puts.insert(self.path("frameworks", id.as_str()), None);
                     frameworks.remove(id);
-                    let removed = pb::RegistryRemovedFramework { removed_at: secs(*at) };
-                    puts.insert(self.path("removed", id.as_str()), Some(removed.encode_to_vec()));
+                    let removed = pb::RegistryRemovedFramework {
+                        removed_at: secs(*at),
+                    };
+                    puts.insert(
+                        self.path("removed", id.as_str()),
+                        Some(removed.encode_to_vec()),
+                    );
                 }
                 RegistryOp::ForgetFramework { id } => {
                     puts.insert(self.path("removed", id.as_str()), None);
@@ -378,7 +426,9 @@ impl RegistryStore for ZkStore {
                 }
                 Ok(())
             }
-            Err(zk::MultiWriteError::OperationFailed { index: 0, source }) => Err(StoreError::Fenced(source.to_string())),
+            Err(zk::MultiWriteError::OperationFailed { index: 0, source }) => {
+                Err(StoreError::Fenced(source.to_string()))
+            }
             Err(e) => Err(StoreError::Unreachable(e.to_string())),
         }
     }

@@ -50,7 +50,13 @@ pub struct Restartable {
 }
 
 impl Restartable {
-    fn spawn(name: &str, program: &'static str, addr: String, args: Vec<String>, log: PathBuf) -> Self {
+    fn spawn(
+        name: &str,
+        program: &'static str,
+        addr: String,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> Self {
         let proc = Proc::spawn(name, &bin(program), &args, &log);
         Restartable {
             proc,
@@ -68,7 +74,12 @@ impl Restartable {
         self.proc.kill9();
         self.starts += 1;
         let log = self.log.with_extension(format!("{}.log", self.starts));
-        self.proc = Proc::spawn(&self.proc.name.clone(), &bin(self.program), &self.args, &log);
+        self.proc = Proc::spawn(
+            &self.proc.name.clone(),
+            &bin(self.program),
+            &self.args,
+            &log,
+        );
     }
 
     pub fn pid(&self) -> i32 {
@@ -81,7 +92,11 @@ pub type Agent = Restartable;
 impl Restartable {
     /// An agent's work directory.
     pub fn work_dir(&self) -> PathBuf {
-        let i = self.args.iter().position(|a| a == "--work-dir").expect("agents have --work-dir");
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == "--work-dir")
+            .expect("agents have --work-dir");
         PathBuf::from(&self.args[i + 1])
     }
 }
@@ -137,10 +152,19 @@ impl Cluster {
         };
         for m in &cluster.masters {
             let url = format!("http://{}/health", m.addr);
-            wait_for(Duration::from_secs(20), "the masters to answer /health", || {
-                let url = url.clone();
-                async move { crate::http::get(&url).await.filter(|(s, _)| *s == 200).map(|_| ()) }
-            })
+            wait_for(
+                Duration::from_secs(20),
+                "the masters to answer /health",
+                || {
+                    let url = url.clone();
+                    async move {
+                        crate::http::get(&url)
+                            .await
+                            .filter(|(s, _)| *s == 200)
+                            .map(|_| ())
+                    }
+                },
+            )
             .await;
         }
         cluster.leader().await;
@@ -225,17 +249,21 @@ impl Cluster {
     /// Waits until `n` agents are registered and connected.
     pub async fn wait_for_agents(&self, n: usize) {
         let addrs: Vec<String> = self.masters.iter().map(|m| m.addr.clone()).collect();
-        wait_for(Duration::from_secs(30), &format!("{n} agents to register"), || {
-            let addrs = addrs.clone();
-            async move {
-                for a in &addrs {
-                    if let Some(s) = get_json(&format!("http://{a}/state")).await {
-                        return (s["activated_slaves"].as_u64()? as usize >= n).then_some(());
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{n} agents to register"),
+            || {
+                let addrs = addrs.clone();
+                async move {
+                    for a in &addrs {
+                        if let Some(s) = get_json(&format!("http://{a}/state")).await {
+                            return (s["activated_slaves"].as_u64()? as usize >= n).then_some(());
+                        }
                     }
+                    None
                 }
-                None
-            }
-        })
+            },
+        )
         .await;
     }
 

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod framework;
 pub mod http;
 pub mod process;
+pub mod workload;
 pub mod zookeeper;
 
 use std::future::Future;

@@ -24,7 +24,8 @@ impl ZooKeeper {
     /// it answers. Sessions may be as short as 200 ms (tick 100 ms).
     pub async fn start(dir: &Path) -> ZooKeeper {
         assert!(
-            Path::new("/usr/share/java/zookeeper.jar").exists() || std::env::var_os("CAIRN_ZK_CLASSPATH").is_some(),
+            Path::new("/usr/share/java/zookeeper.jar").exists()
+                || std::env::var_os("CAIRN_ZK_CLASSPATH").is_some(),
             "ZooKeeper is not installed: apt-get install -y zookeeper libslf4j-java (scripts/test does)"
         );
         let data = dir.join("zookeeper");
@@ -41,7 +42,8 @@ impl ZooKeeper {
             ),
         )
         .expect("zoo.cfg");
-        let classpath = std::env::var("CAIRN_ZK_CLASSPATH").unwrap_or_else(|_| CLASSPATH.to_string());
+        let classpath =
+            std::env::var("CAIRN_ZK_CLASSPATH").unwrap_or_else(|_| CLASSPATH.to_string());
         let args = vec![
             "-Xmx256m".to_string(),
             "-Dzookeeper.log.dir=".to_string() + &data.display().to_string(),
@@ -50,15 +52,22 @@ impl ZooKeeper {
             "org.apache.zookeeper.server.ZooKeeperServerMain".into(),
             cfg.display().to_string(),
         ];
-        let proc = Proc::spawn("zookeeper", Path::new("java"), &args, &dir.join("zookeeper.log"));
+        let proc = Proc::spawn(
+            "zookeeper",
+            Path::new("java"),
+            &args,
+            &dir.join("zookeeper.log"),
+        );
         let zk = ZooKeeper {
             proc,
             port,
             dir: data,
         };
-        wait_for(Duration::from_secs(60), "ZooKeeper to answer ruok", || async {
-            (four_letter(port, "ruok").as_deref() == Some("imok")).then_some(())
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "ZooKeeper to answer ruok",
+            || async { (four_letter(port, "ruok").as_deref() == Some("imok")).then_some(()) },
+        )
         .await;
         zk
     }

@@ -16,6 +16,7 @@
 //!                            <--ack (relayed from the framework)-- master
 //! ```
 
+pub mod checkpoint;
 pub mod updates;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -29,6 +30,7 @@ use cairn_model::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use checkpoint::{Checkpoint, RecoveredContainer};
 pub use updates::{Forward, RetryPolicy, StatusUpdateManager};
 
 /// The agent's tunables.
@@ -38,6 +40,9 @@ pub struct AgentConfig {
     /// An executor that has not subscribed this long after launch is
     /// destroyed and its tasks fail.
     pub executor_registration_timeout: Duration,
+    /// After a restart, an executor found in the checkpoint that has not
+    /// re-subscribed this long is destroyed and its tasks are lost.
+    pub executor_reregistration_timeout: Duration,
     /// Time an executor gets to end its tasks after SHUTDOWN.
     pub executor_shutdown_grace: Duration,
     /// Time between SIGTERM and SIGKILL when a kill names none.
@@ -56,6 +61,7 @@ impl Default for AgentConfig {
         AgentConfig {
             retry: RetryPolicy::default(),
             executor_registration_timeout: Duration::from_secs(60),
+            executor_reregistration_timeout: Duration::from_secs(10),
             executor_shutdown_grace: Duration::from_secs(5),
             default_kill_grace: Duration::from_secs(3),
             kill_escalation: Duration::from_secs(5),
@@ -195,6 +201,9 @@ pub struct LaunchSpec {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
+    /// Write this record durably before carrying out any output that
+    /// follows it.
+    Checkpoint(Checkpoint),
     ToMaster {
         framework_id: FrameworkId,
         status: TaskStatus,
@@ -221,6 +230,9 @@ struct TaskRecord {
     /// Not yet handed to the executor (it has not subscribed).
     queued: bool,
     kill_requested: bool,
+    /// The uuid of the last update accepted from the executor (an executor
+    /// re-sends what the agent had not acknowledged when it restarted).
+    last_uuid: Option<StatusUuid>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +256,8 @@ struct Executor {
     destroy_sent: bool,
     /// Why it is being destroyed, for the tasks' final updates.
     failure: Option<Ending>,
+    /// Found in the checkpoint after a restart.
+    recovered: bool,
 }
 
 /// How the agent ends a task itself.
@@ -349,16 +363,21 @@ impl Agent {
             });
         }
         let timeout = self.config.executor_registration_timeout;
+        let rereg = self.reregistration_failure();
         for e in self.executors.values_mut() {
             if e.registration_deadline.is_some_and(|d| d <= now) {
                 e.registration_deadline = None;
-                e.failure = Some(Ending {
-                    state: TaskState::Failed,
-                    reason: Reason::ExecutorRegistrationTimeout,
-                    message: format!(
-                        "Executor did not subscribe within {}s",
-                        timeout.as_secs_f64()
-                    ),
+                e.failure = Some(if e.recovered {
+                    rereg.clone()
+                } else {
+                    Ending {
+                        state: TaskState::Failed,
+                        reason: Reason::ExecutorRegistrationTimeout,
+                        message: format!(
+                            "Executor did not subscribe within {}s",
+                            timeout.as_secs_f64()
+                        ),
+                    }
                 });
                 e.destroy_at = Some(now);
             }
@@ -438,6 +457,10 @@ impl Agent {
     pub fn handle(&mut self, now: Time, input: Input) {
         match input {
             Input::Registered { agent_id } => {
+                if self.agent_id.as_ref() != Some(&agent_id) {
+                    self.outputs
+                        .push_back(Output::Checkpoint(Checkpoint::AgentId(agent_id.clone())));
+                }
                 self.agent_id = Some(agent_id);
                 for f in self.updates.connected(now) {
                     self.send_to_master(f);
@@ -455,6 +478,14 @@ impl Agent {
                 task_id,
                 uuid,
             } => {
+                if self.updates.is_in_flight(&framework_id, &task_id, uuid) {
+                    self.outputs
+                        .push_back(Output::Checkpoint(Checkpoint::Acknowledged {
+                            framework_id: framework_id.clone(),
+                            task_id: task_id.clone(),
+                            uuid,
+                        }));
+                }
                 let (next, done) = self.updates.acknowledge(now, &framework_id, &task_id, uuid);
                 for f in next {
                     self.send_to_master(f);
@@ -557,6 +588,13 @@ impl Agent {
     /// refused launch), so re-registration reports it until acknowledged.
     fn remember_refused(&mut self, framework_id: &FrameworkId, task: &TaskInfo, state: TaskState) {
         if self.updates.has_stream(framework_id, &task.task_id) {
+            self.outputs
+                .push_back(Output::Checkpoint(Checkpoint::Finished {
+                    framework_id: framework_id.clone(),
+                    executor_id: ExecutorId::new(task.task_id.as_str()),
+                    task: task.clone(),
+                    state,
+                }));
             self.finished.insert(
                 (framework_id.clone(), task.task_id.clone()),
                 TaskReport {
@@ -574,6 +612,11 @@ impl Agent {
         if self.removed.contains(framework_id) {
             return;
         }
+        self.outputs
+            .push_back(Output::Checkpoint(Checkpoint::Update {
+                framework_id: framework_id.clone(),
+                status: status.clone(),
+            }));
         for f in self.updates.enqueue(now, framework_id.clone(), status) {
             self.send_to_master(f);
         }
@@ -596,6 +639,16 @@ impl Agent {
         };
         // A command task's executor is named after the task.
         let executor_id = ExecutorId::new(task.task_id.as_str());
+        // The same task again while it runs (a master re-sending a launch):
+        // it is already here, and an answer would land on its updates.
+        if self
+            .executors
+            .get(&(framework_id.clone(), executor_id.clone()))
+            .and_then(|e| e.tasks.get(&task.task_id))
+            .is_some_and(|t| !t.state.is_terminal())
+        {
+            return;
+        }
         let refuse = if self.shutting_down {
             Some((
                 TaskState::Lost,
@@ -642,7 +695,11 @@ impl Agent {
         } else {
             None
         };
-        self.removed.remove(&framework_id);
+        let was_removed = self.removed.remove(&framework_id);
+        if was_removed || self.frameworks.get(&framework_id) != Some(&framework) {
+            self.outputs
+                .push_back(Output::Checkpoint(Checkpoint::Framework(framework.clone())));
+        }
         self.frameworks
             .insert(framework_id.clone(), framework.clone());
         if let Some((state, reason, message)) = refuse {
@@ -682,6 +739,13 @@ impl Agent {
             shutdown_grace: self.config.executor_shutdown_grace,
         };
         let key = (framework_id.clone(), executor_id.clone());
+        self.outputs.push_back(Output::Checkpoint(Checkpoint::Task {
+            framework_id: framework_id.clone(),
+            executor_id: executor_id.clone(),
+            container_id: container_id.clone(),
+            task: task.clone(),
+            state: TaskState::Staging,
+        }));
         let mut tasks = BTreeMap::new();
         tasks.insert(
             task.task_id.clone(),
@@ -690,6 +754,7 @@ impl Agent {
                 state: TaskState::Staging,
                 queued: true,
                 kill_requested: false,
+                last_uuid: None,
             },
         );
         self.executors.insert(
@@ -704,6 +769,7 @@ impl Agent {
                 destroy_at: None,
                 destroy_sent: false,
                 failure: None,
+                recovered: false,
             },
         );
         self.containers.insert(container_id, key);
@@ -771,9 +837,14 @@ impl Agent {
         let Some(e) = self.executors.get_mut(&key) else {
             return;
         };
-        let Some(task) = e.tasks.get_mut(&status.task_id) else {
-            // Not this executor's task: refused, but acknowledged so the
-            // executor does not wait forever.
+        // Not this executor's task, or its framework was removed (nobody
+        // will hear of it): acknowledged so the executor does not wait
+        // forever, and otherwise ignored.
+        let task = e
+            .tasks
+            .get_mut(&status.task_id)
+            .filter(|_| !self.removed.contains(&key.0));
+        let Some(task) = task else {
             if let Some(uuid) = status.uuid {
                 self.outputs.push_back(Output::ToExecutor {
                     conn,
@@ -785,6 +856,21 @@ impl Agent {
             }
             return;
         };
+        // An update the agent accepted before it restarted, re-sent because
+        // its acknowledgement to the executor was lost: acknowledged again,
+        // not queued twice.
+        if let Some(u) = status.uuid
+            && (task.last_uuid == Some(u) || self.updates.is_queued(&key.0, &status.task_id, u))
+        {
+            self.outputs.push_back(Output::ToExecutor {
+                conn,
+                command: ExecutorCommand::Acknowledged {
+                    task_id: status.task_id,
+                    uuid: u,
+                },
+            });
+            return;
+        }
         let uuid = match status.uuid {
             Some(u) => u,
             None => {
@@ -811,17 +897,18 @@ impl Agent {
         let valid = task.state.transition(status.state).is_ok();
         if valid {
             task.state = status.state;
+            task.last_uuid = Some(uuid);
         }
-        self.outputs.push_back(Output::ToExecutor {
-            conn,
-            command: ExecutorCommand::Acknowledged {
-                task_id: status.task_id.clone(),
-                uuid,
-            },
-        });
+        let task_id = status.task_id.clone();
+        // Recorded (with the checkpoint) before the executor hears that the
+        // agent has it.
         if valid {
             self.enqueue(now, &key.0, status);
         }
+        self.outputs.push_back(Output::ToExecutor {
+            conn,
+            command: ExecutorCommand::Acknowledged { task_id, uuid },
+        });
     }
 
     fn find_task(
@@ -853,6 +940,10 @@ impl Agent {
         task_id: &TaskId,
         grace: Option<Duration>,
     ) {
+        // A removed framework's executors are already being destroyed.
+        if self.removed.contains(framework_id) {
+            return;
+        }
         let Some(key) = self.find_task(framework_id, task_id) else {
             if self
                 .finished
@@ -953,9 +1044,11 @@ impl Agent {
     }
 
     fn shutdown_framework(&mut self, now: Time, framework_id: &FrameworkId) {
-        self.removed.insert(framework_id.clone());
-        self.updates.drop_framework(framework_id);
-        self.finished.retain(|(fw, _), _| fw != framework_id);
+        self.outputs
+            .push_back(Output::Checkpoint(Checkpoint::FrameworkRemoved {
+                framework_id: framework_id.clone(),
+            }));
+        self.forget_framework(framework_id);
         let keys: Vec<_> = self
             .executors
             .keys()
@@ -965,7 +1058,43 @@ impl Agent {
         for key in keys {
             self.shutdown_executor(now, &key);
         }
+    }
+
+    /// The framework is removed: none of its updates are sent any more.
+    fn forget_framework(&mut self, framework_id: &FrameworkId) {
+        self.removed.insert(framework_id.clone());
+        self.updates.drop_framework(framework_id);
+        self.finished.retain(|(fw, _), _| fw != framework_id);
         if !self.executors.keys().any(|(fw, _)| fw == framework_id) {
+            self.frameworks.remove(framework_id);
+        }
+    }
+
+    /// An executor is gone: its tasks whose updates are unacknowledged are
+    /// remembered for re-registration until they are.
+    fn remember_finished(
+        &mut self,
+        key: &(FrameworkId, ExecutorId),
+        tasks: BTreeMap<TaskId, TaskRecord>,
+    ) {
+        let (framework_id, executor_id) = key;
+        for (task_id, t) in tasks {
+            if self.updates.has_stream(framework_id, &task_id) {
+                self.finished.insert(
+                    (framework_id.clone(), task_id),
+                    TaskReport {
+                        framework_id: framework_id.clone(),
+                        executor_id: executor_id.clone(),
+                        container_id: None,
+                        task: t.info,
+                        state: t.state,
+                    },
+                );
+            }
+        }
+        if self.removed.contains(framework_id)
+            && !self.executors.keys().any(|(fw, _)| fw == framework_id)
+        {
             self.frameworks.remove(framework_id);
         }
     }
@@ -992,12 +1121,20 @@ impl Agent {
                 container_id: container_id.clone(),
             });
         }
-        let (framework_id, executor_id) = key;
-        for (task_id, t) in e.tasks {
-            let mut state = t.state;
+        let (framework_id, executor_id) = key.clone();
+        let mut tasks = e.tasks;
+        for (task_id, t) in &mut tasks {
             if !t.state.is_terminal() {
                 let (new_state, reason, message) = if let Some(f) = &e.failure {
                     (f.state, f.reason, f.message.clone())
+                } else if termination.reason == Some(Reason::AgentRestarted)
+                    && t.state == TaskState::Staging
+                {
+                    (
+                        TaskState::Lost,
+                        Reason::AgentRestarted,
+                        "The agent restarted before the task started".to_string(),
+                    )
                 } else if t.kill_requested && termination.reason.is_none() {
                     (
                         TaskState::Killed,
@@ -1011,10 +1148,10 @@ impl Agent {
                         termination.describe(),
                     )
                 };
-                state = new_state;
+                t.state = new_state;
                 self.agent_update(
                     now,
-                    (&framework_id, &executor_id, &task_id),
+                    (&framework_id, &executor_id, task_id),
                     Ending {
                         state: new_state,
                         reason,
@@ -1022,24 +1159,12 @@ impl Agent {
                     },
                 );
             }
-            if self.updates.has_stream(&framework_id, &task_id) {
-                self.finished.insert(
-                    (framework_id.clone(), task_id.clone()),
-                    TaskReport {
-                        framework_id: framework_id.clone(),
-                        executor_id: executor_id.clone(),
-                        container_id: None,
-                        task: t.info,
-                        state,
-                    },
-                );
-            }
         }
-        if self.removed.contains(&framework_id)
-            && !self.executors.keys().any(|(fw, _)| fw == &framework_id)
-        {
-            self.frameworks.remove(&framework_id);
-        }
+        self.outputs
+            .push_back(Output::Checkpoint(Checkpoint::ContainerEnded {
+                container_id: container_id.clone(),
+            }));
+        self.remember_finished(&key, tasks);
     }
 }
 

@@ -29,7 +29,16 @@ fn task(id: &str) -> TaskInfo {
     }
 }
 
+/// The outputs other than checkpoint records (tests of those use
+/// `drain_all`).
 fn drain(a: &mut Agent) -> Vec<Output> {
+    drain_all(a)
+        .into_iter()
+        .filter(|o| !matches!(o, Output::Checkpoint(_)))
+        .collect()
+}
+
+fn drain_all(a: &mut Agent) -> Vec<Output> {
     std::iter::from_fn(|| a.poll_output()).collect()
 }
 
@@ -673,4 +682,432 @@ fn a_resubscribing_executor_gets_launches_it_never_reported_on() {
         ),
         "{out:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Checkpointing and recovery
+// ---------------------------------------------------------------------------
+
+fn records(out: &[Output]) -> Vec<Checkpoint> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Checkpoint(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What recovery must bring back: tasks (with states), frameworks, and the
+/// unacknowledged updates in order.
+type Fingerprint = (
+    Vec<TaskReport>,
+    Vec<FrameworkInfo>,
+    Vec<(FrameworkId, TaskStatus)>,
+    Option<AgentId>,
+);
+
+fn fingerprint(a: &Agent) -> Fingerprint {
+    let (tasks, frameworks) = a.report();
+    let pending = a
+        .updates
+        .pending()
+        .map(|(f, s)| (f.clone(), s.clone()))
+        .collect();
+    (tasks, frameworks, pending, a.agent_id().cloned())
+}
+
+#[test]
+fn every_effect_is_preceded_by_the_record_that_explains_it() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    a.handle(
+        t(1),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(1),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("t", TaskState::Running, 7),
+            limitation: None,
+        },
+    );
+    let out = drain_all(&mut a);
+    let pos = |pred: &dyn Fn(&Output) -> bool| {
+        out.iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("{out:?}"))
+    };
+    let task_rec = pos(&|o| matches!(o, Output::Checkpoint(Checkpoint::Task { .. })));
+    let launch = pos(&|o| matches!(o, Output::Launch(_)));
+    assert!(
+        task_rec < launch,
+        "the task is recorded before its container starts: {out:?}"
+    );
+    let update_rec = pos(
+        &|o| matches!(o, Output::Checkpoint(Checkpoint::Update { status, .. }) if status.uuid == Some(StatusUuid([7; 16]))),
+    );
+    let ack = pos(&|o| {
+        matches!(
+            o,
+            Output::ToExecutor {
+                command: ExecutorCommand::Acknowledged { .. },
+                ..
+            }
+        )
+    });
+    let forward = pos(&|o| matches!(o, Output::ToMaster { .. }));
+    assert!(
+        update_rec < ack && update_rec < forward,
+        "the update is recorded before it is acknowledged or forwarded: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Checkpoint(Checkpoint::AgentId(_))))
+    );
+}
+
+#[test]
+fn a_recovered_agent_has_its_tasks_and_unacknowledged_updates_back() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    let mut log = Vec::new();
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    let container = drain_all(&mut a)
+        .into_iter()
+        .inspect(|o| log.extend(records(std::slice::from_ref(o))))
+        .find_map(|o| match o {
+            Output::Launch(s) => Some(s.container_id),
+            _ => None,
+        })
+        .unwrap();
+    a.handle(
+        t(1),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(1),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    for (state, u) in [(TaskState::Starting, 1), (TaskState::Running, 2)] {
+        a.handle(
+            t(2),
+            Input::ExecutorUpdate {
+                conn: ExecConn(1),
+                status: status("t", state, u),
+                limitation: None,
+            },
+        );
+    }
+    // The framework acknowledges STARTING; RUNNING is then in flight.
+    a.handle(
+        t(3),
+        Input::Acknowledge {
+            framework_id: fw(),
+            task_id: TaskId::new("t"),
+            uuid: StatusUuid([1; 16]),
+        },
+    );
+    log.extend(records(&drain_all(&mut a)));
+
+    // The agent dies; a new one replays what was written.
+    let mut b = Agent::new(AgentConfig::default(), 2);
+    let recovered = b.recover(t(10), log.clone());
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].container_id, container);
+    assert_eq!(fingerprint(&b), fingerprint(&a));
+    let (tasks, _) = b.report();
+    assert_eq!(tasks[0].state, TaskState::Running);
+    assert_eq!(b.agent_id(), Some(&AgentId::new("a")));
+    assert!(drain(&mut b).is_empty(), "recovery itself does nothing");
+
+    // Registered with the master: the unacknowledged RUNNING goes again.
+    b.handle(
+        t(11),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    let out = drain_all(&mut b);
+    assert!(
+        matches!(out.as_slice(), [Output::ToMaster { status, .. }] if status.uuid == Some(StatusUuid([2; 16]))),
+        "{out:?}"
+    );
+    // The executor re-subscribes and re-sends RUNNING (its ack was lost):
+    // acknowledged again, not queued twice, and no launch is sent again.
+    b.handle(
+        t(12),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(5),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("t"),
+        },
+    );
+    b.handle(
+        t(12),
+        Input::ExecutorUpdate {
+            conn: ExecConn(5),
+            status: status("t", TaskState::Running, 2),
+            limitation: None,
+        },
+    );
+    let out = drain_all(&mut b);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::ToExecutor {
+                conn: ExecConn(5),
+                command: ExecutorCommand::Acknowledged { .. }
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_executor_that_does_not_reregister_after_a_restart_is_destroyed_and_its_task_lost() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    a.handle(
+        t(0),
+        Input::RunTask {
+            framework: framework(),
+            task: task("t"),
+        },
+    );
+    let log = records(&drain_all(&mut a));
+    let mut b = Agent::new(AgentConfig::default(), 2);
+    b.recover(t(100), log);
+    let deadline = b.poll_timeout().expect("a re-registration deadline");
+    assert_eq!(
+        deadline,
+        t(100) + AgentConfig::default().executor_reregistration_timeout
+    );
+    b.handle_timeout(deadline);
+    let Some(Output::Destroy { container_id }) = drain(&mut b).into_iter().next() else {
+        panic!("the executor's container is destroyed")
+    };
+    b.handle(
+        t(20_000),
+        Input::ContainerExited {
+            container_id,
+            termination: Termination::default(),
+        },
+    );
+    b.handle(
+        t(20_001),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    let out = drain(&mut b);
+    assert!(
+        matches!(out.as_slice(), [Output::ToMaster { status, .. }]
+            if status.state == TaskState::Lost && status.reason == Some(Reason::ExecutorReregistrationTimeout)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_container_gone_after_a_restart_fails_a_started_task_and_loses_one_that_never_started() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    for id in ["started", "never"] {
+        a.handle(
+            t(0),
+            Input::RunTask {
+                framework: framework(),
+                task: task(id),
+            },
+        );
+    }
+    a.handle(
+        t(1),
+        Input::ExecutorSubscribed {
+            conn: ExecConn(1),
+            framework_id: fw(),
+            executor_id: ExecutorId::new("started"),
+        },
+    );
+    a.handle(
+        t(2),
+        Input::ExecutorUpdate {
+            conn: ExecConn(1),
+            status: status("started", TaskState::Running, 1),
+            limitation: None,
+        },
+    );
+    let log = records(&drain_all(&mut a));
+    let mut b = Agent::new(AgentConfig::default(), 2);
+    for c in b.recover(t(100), log) {
+        b.handle(t(101), crate::checkpoint::exited_while_down(c.container_id));
+    }
+    b.handle(
+        t(102),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    // The framework acknowledges everything; collect how each task ends.
+    let mut ends: BTreeMap<String, (TaskState, String)> = BTreeMap::new();
+    for round in 0..4 {
+        for o in drain(&mut b) {
+            if let Output::ToMaster { status, .. } = o {
+                if status.state.is_terminal() {
+                    ends.insert(
+                        status.task_id.to_string(),
+                        (status.state, status.message.clone()),
+                    );
+                }
+                b.handle(
+                    t(103 + round),
+                    Input::Acknowledge {
+                        framework_id: fw(),
+                        task_id: status.task_id.clone(),
+                        uuid: status.uuid.unwrap(),
+                    },
+                );
+            }
+        }
+    }
+    assert_eq!(ends["started"].0, TaskState::Failed, "{ends:?}");
+    assert!(
+        ends["started"].1.contains("while the agent was down"),
+        "{ends:?}"
+    );
+    assert_eq!(ends["never"].0, TaskState::Lost, "{ends:?}");
+}
+
+mod recovery_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Run(u8),
+        Subscribe(u8),
+        Update(u8, TaskState),
+        MasterUp,
+        MasterDown,
+        Ack(u8),
+        Kill(u8),
+        Exit(u8),
+        Shutdown,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let state = prop_oneof![
+            Just(TaskState::Starting),
+            Just(TaskState::Running),
+            Just(TaskState::Finished),
+            Just(TaskState::Failed),
+        ];
+        prop_oneof![
+            (0u8..4).prop_map(Op::Run),
+            (0u8..4).prop_map(Op::Subscribe),
+            ((0u8..4), state).prop_map(|(i, s)| Op::Update(i, s)),
+            Just(Op::MasterUp),
+            Just(Op::MasterDown),
+            (0u8..4).prop_map(Op::Ack),
+            (0u8..4).prop_map(Op::Kill),
+            (0u8..4).prop_map(Op::Exit),
+            Just(Op::Shutdown).prop_filter("rare", |_| true),
+        ]
+    }
+
+    proptest! {
+        /// Replaying every record, or the snapshot, gives the state the
+        /// agent had: the same tasks in the same states, the same
+        /// unacknowledged updates in the same order.
+        #[test]
+        fn replaying_the_log_or_its_snapshot_restores_the_agent(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut a = Agent::new(AgentConfig::default(), 1);
+            let mut log = Vec::new();
+            let mut containers: BTreeMap<u8, ContainerId> = BTreeMap::new();
+            let mut uuid = 10u8;
+            for (n, op) in ops.into_iter().enumerate() {
+                let now = t(n as u64);
+                let name = |i: u8| format!("t{i}");
+                match op {
+                    Op::Run(i) => a.handle(now, Input::RunTask { framework: framework(), task: task(&name(i)) }),
+                    Op::Subscribe(i) => a.handle(now, Input::ExecutorSubscribed {
+                        conn: ExecConn(u64::from(i) + 1), framework_id: fw(), executor_id: ExecutorId::new(name(i)),
+                    }),
+                    Op::Update(i, s) => {
+                        uuid = uuid.wrapping_add(1);
+                        a.handle(now, Input::ExecutorUpdate { conn: ExecConn(u64::from(i) + 1), status: status(&name(i), s, uuid), limitation: None });
+                    }
+                    Op::MasterUp => a.handle(now, Input::Registered { agent_id: AgentId::new("a") }),
+                    Op::MasterDown => a.handle(now, Input::MasterDisconnected),
+                    Op::Ack(i) => {
+                        let front = a.updates.pending().find(|(_, s)| s.task_id.as_str() == name(i)).and_then(|(_, s)| s.uuid);
+                        if let Some(u) = front {
+                            a.handle(now, Input::Acknowledge { framework_id: fw(), task_id: TaskId::new(name(i)), uuid: u });
+                        }
+                    }
+                    Op::Kill(i) => a.handle(now, Input::KillTask { framework_id: fw(), task_id: TaskId::new(name(i)), grace: None }),
+                    Op::Exit(i) => {
+                        if let Some(c) = containers.remove(&i) {
+                            a.handle(now, Input::ContainerExited { container_id: c, termination: Termination::default() });
+                        }
+                    }
+                    Op::Shutdown => a.handle(now, Input::ShutdownFramework { framework_id: fw() }),
+                }
+                for o in drain_all(&mut a) {
+                    match o {
+                        Output::Checkpoint(c) => log.push(c),
+                        Output::Launch(spec) => {
+                            let i: u8 = spec.executor_id.as_str()[1..].parse().unwrap();
+                            containers.insert(i, spec.container_id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let mut from_log = Agent::new(AgentConfig::default(), 2);
+            from_log.recover(t(1000), log);
+            prop_assert_eq!(fingerprint(&from_log), fingerprint(&a));
+            let mut from_snapshot = Agent::new(AgentConfig::default(), 3);
+            from_snapshot.recover(t(1000), a.checkpoint_snapshot());
+            prop_assert_eq!(fingerprint(&from_snapshot), fingerprint(&a));
+        }
+    }
 }

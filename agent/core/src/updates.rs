@@ -174,6 +174,56 @@ impl StatusUpdateManager {
         self.streams.retain(|(fw, _), _| fw != framework_id);
     }
 
+    /// Whether `uuid` is the update of this stream awaiting acknowledgement
+    /// (an acknowledgement of it takes effect).
+    pub fn is_in_flight(
+        &self,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        uuid: StatusUuid,
+    ) -> bool {
+        self.streams
+            .get(&(framework_id.clone(), task_id.clone()))
+            .is_some_and(|s| {
+                s.in_flight.is_some() && s.queue.front().and_then(|f| f.uuid) == Some(uuid)
+            })
+    }
+
+    /// Whether `uuid` is queued on this stream.
+    pub fn is_queued(
+        &self,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        uuid: StatusUuid,
+    ) -> bool {
+        self.streams
+            .get(&(framework_id.clone(), task_id.clone()))
+            .is_some_and(|s| s.queue.iter().any(|q| q.uuid == Some(uuid)))
+    }
+
+    /// Replays a recorded acknowledgement (nothing is in flight while
+    /// recovering): pops the stream's oldest update if it is `uuid`. Returns
+    /// whether the stream is now empty.
+    pub fn replay_ack(
+        &mut self,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        uuid: StatusUuid,
+    ) -> bool {
+        let key = (framework_id.clone(), task_id.clone());
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return false;
+        };
+        if stream.queue.front().and_then(|s| s.uuid) == Some(uuid) {
+            stream.queue.pop_front();
+        }
+        if stream.queue.is_empty() {
+            self.streams.remove(&key);
+            return true;
+        }
+        false
+    }
+
     pub fn has_stream(&self, framework_id: &FrameworkId, task_id: &TaskId) -> bool {
         self.streams
             .contains_key(&(framework_id.clone(), task_id.clone()))

@@ -27,11 +27,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 
 use cairn_agent_core::{Limitation, Termination};
-use cairn_model::{ContainerId, Reason};
+use cairn_model::{ContainerId, Reason, Resources};
 use tokio::sync::oneshot;
 
 use super::cgroups::{CgroupStats, Cgroups, FavorDynmods, Limits};
-use crate::launcher::{ContainerSpec, LaunchError, Launched, Launcher};
+use crate::checkpoint::PidRecord;
+use crate::launcher::{ContainerSpec, LaunchError, Launched, Launcher, watch_pid};
 
 /// Memory given to a container on top of its tasks' `mem`, for the executor
 /// (as Mesos adds 32 MB for its command executor).
@@ -248,6 +249,26 @@ impl Launcher for LinuxLauncher {
                 container: container_id.clone(),
                 reason: e.to_string(),
             })
+    }
+
+    fn recover(
+        &self,
+        container_id: &ContainerId,
+        pid: PidRecord,
+        resources: &Resources,
+    ) -> Option<tokio::sync::oneshot::Receiver<Termination>> {
+        let exited = watch_pid(pid)?;
+        if let Ok(mut s) = self.shims.lock() {
+            s.insert(container_id.clone(), i32::try_from(pid.pid).unwrap_or(0));
+        }
+        let task_mb = resources.mem().milli() / 1000;
+        if let Ok(mut l) = self.limits.lock() {
+            l.insert(
+                container_id.clone(),
+                (task_mb, task_mb + EXECUTOR_MEM_OVERHEAD_MB),
+            );
+        }
+        Some(exited)
     }
 
     fn limitation(&self, container_id: &ContainerId) -> Option<Limitation> {

@@ -471,6 +471,7 @@ pub fn reason_from_pb(r: i32) -> Option<Reason> {
         P::ExecutorRegistrationTimeout => Reason::ExecutorRegistrationTimeout,
         P::TaskHealthCheckStatusUpdated => Reason::TaskHealthCheckStatusUpdated,
         P::ContainerLimitationPids => Reason::ContainerLimitationPids,
+        P::ExecutorReregistrationTimeout => Reason::ExecutorReregistrationTimeout,
     })
 }
 
@@ -499,6 +500,7 @@ pub fn reason_to_pb(r: Reason) -> pb::Reason {
         Reason::ExecutorRegistrationTimeout => P::ExecutorRegistrationTimeout,
         Reason::TaskHealthCheckStatusUpdated => P::TaskHealthCheckStatusUpdated,
         Reason::ContainerLimitationPids => P::ContainerLimitationPids,
+        Reason::ExecutorReregistrationTimeout => P::ExecutorReregistrationTimeout,
     }
 }
 

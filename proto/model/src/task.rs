@@ -207,6 +207,7 @@ reasons! {
     ExecutorRegistrationTimeout => "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
     TaskHealthCheckStatusUpdated => "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
     ContainerLimitationPids => "REASON_CONTAINER_LIMITATION_PIDS",
+    ExecutorReregistrationTimeout => "REASON_EXECUTOR_REREGISTRATION_TIMEOUT",
 }
 
 /// One status update of a task.

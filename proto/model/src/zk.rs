@@ -34,7 +34,9 @@ impl FromStr for ZkUrl {
             .split_once('/')
             .ok_or_else(|| format!("{s:?} has no path (zk://host:port/path)"))?;
         if hosts.is_empty() || hosts.contains('@') {
-            return Err(format!("{s:?}: hosts must be host:port[,host:port] (credentials are not supported)"));
+            return Err(format!(
+                "{s:?}: hosts must be host:port[,host:port] (credentials are not supported)"
+            ));
         }
         let path = format!("/{}", path.trim_end_matches('/'));
         if path == "/" || path.contains("//") {
@@ -206,7 +208,9 @@ pub async fn resolve(addr: MasterAddr, timeout: Duration) -> Result<Leader, Stri
     match found {
         Ok(Ok(leader)) => leader.clone().ok_or_else(|| "no leader".into()),
         _ => Err(match addr {
-            MasterAddr::ZooKeeper(url) => format!("no leading master found in {url} within {timeout:?}"),
+            MasterAddr::ZooKeeper(url) => {
+                format!("no leading master found in {url} within {timeout:?}")
+            }
             MasterAddr::Direct(a) => format!("cannot use {a}"),
         }),
     }
@@ -289,20 +293,37 @@ mod tests {
         assert_eq!(u.hosts, "h1:2181,h2:2181");
         assert_eq!(u.path, "/cairn");
         assert_eq!(u.to_string(), "zk://h1:2181,h2:2181/cairn");
-        for bad in ["http://x/y", "zk://h1:2181", "zk://h1:2181/", "zk://u:p@h:1/x", "zk:///x"] {
+        for bad in [
+            "http://x/y",
+            "zk://h1:2181",
+            "zk://h1:2181/",
+            "zk://u:p@h:1/x",
+            "zk:///x",
+        ] {
             assert!(bad.parse::<ZkUrl>().is_err(), "{bad:?}");
         }
-        assert!(matches!("127.0.0.1:5050".parse::<MasterAddr>(), Ok(MasterAddr::Direct(_))));
-        assert!(matches!("zk://h:1/c".parse::<MasterAddr>(), Ok(MasterAddr::ZooKeeper(_))));
+        assert!(matches!(
+            "127.0.0.1:5050".parse::<MasterAddr>(),
+            Ok(MasterAddr::Direct(_))
+        ));
+        assert!(matches!(
+            "zk://h:1/c".parse::<MasterAddr>(),
+            Ok(MasterAddr::ZooKeeper(_))
+        ));
         assert!("nonsense".parse::<MasterAddr>().is_err());
     }
 
     #[test]
     fn the_lowest_sequence_leads_and_other_children_are_skipped() {
-        let children: Vec<String> = ["json.info_0000000012", "log_replicas", "json.info_0000000003", "info_0000000001"]
-            .iter()
-            .map(|s| (*s).to_string())
-            .collect();
+        let children: Vec<String> = [
+            "json.info_0000000012",
+            "log_replicas",
+            "json.info_0000000003",
+            "info_0000000001",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
         assert_eq!(leader_of(&children), Some(("json.info_0000000003", 3)));
         assert_eq!(leader_of(&[]), None);
     }
@@ -314,7 +335,10 @@ mod tests {
         assert_eq!(json["address"]["ip"], "10.0.0.1");
         assert_eq!(json["address"]["port"], 5050);
         assert_eq!(json["pid"], "master@10.0.0.1:5050");
-        assert_eq!(json["ip"], 16777226, "network byte order, as Mesos writes it");
+        assert_eq!(
+            json["ip"], 16777226,
+            "network byte order, as Mesos writes it"
+        );
         assert_eq!(info.endpoint(), "10.0.0.1:5050");
     }
 }
