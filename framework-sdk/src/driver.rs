@@ -187,7 +187,12 @@ impl SchedulerDriver {
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                r = leaders.changed() => if r.is_err() { return Ok(()) },
+                r = leaders.changed() => {
+                    if r.is_err() { return Ok(()) }
+                    // A new leader is tried at once, with a fresh backoff.
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
                 () = driver.inner.stop.notified() => return Ok(()),
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -234,6 +234,29 @@ impl Cluster {
         .await
     }
 
+    /// Kills the leading master with SIGKILL and waits for another to lead;
+    /// returns (old, new) and how long the new leader took to appear.
+    pub async fn kill_leader(&mut self) -> (usize, usize, Duration) {
+        let old = self.leader().await;
+        self.masters[old].proc.kill9();
+        let killed = tokio::time::Instant::now();
+        let new = self.leader_other_than(Some(old)).await;
+        (old, new, killed.elapsed())
+    }
+
+    /// Waits until the leader sees the (only) framework disconnected.
+    pub async fn wait_framework_inactive(&self) {
+        wait_for(
+            Duration::from_secs(30),
+            "the master to see the framework gone",
+            || async {
+                let s = self.state().await;
+                (s["frameworks"][0]["active"] == false).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// The leading master's `ip:port`.
     pub async fn leader_addr(&self) -> String {
         let i = self.leader().await;
@@ -300,6 +323,51 @@ impl Cluster {
         self.dir.path().display().to_string()
     }
 
+    /// Live processes of this cluster's tasks named `comm` whose command
+    /// line contains `needle`.
+    pub fn task_pids(&self, comm: &str, needle: &str) -> Vec<i32> {
+        let mine = crate::process::processes_marked(&self.marker());
+        let root = self.cgroups_root();
+        // Ours: in this cluster's cgroups, or (without cgroups) carrying its
+        // sandbox path in the environment.
+        let ours = |p: &i32| {
+            mine.contains(p)
+                || std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                    .is_ok_and(|c| c.contains(&root))
+        };
+        crate::process::processes_running(needle)
+            .into_iter()
+            .filter(ours)
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .collect()
+    }
+
+    /// The `sleep` processes (not their shells) of the workload's long task
+    /// `i` (its command is `sleep 9{i}9`).
+    pub fn long_task_pids(&self, i: usize) -> Vec<i32> {
+        self.task_pids("sleep", &format!("sleep 9{i}9 "))
+    }
+
+    /// The one process of each of the first `n` long tasks. A task reports
+    /// RUNNING once its shell is started, a moment before the shell execs
+    /// `sleep`, so this waits for each to show up.
+    pub async fn long_pids(&self, n: usize) -> Vec<i32> {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("one process for each of {n} long tasks"),
+            || async {
+                let found: Vec<Vec<i32>> = (0..n).map(|i| self.long_task_pids(i)).collect();
+                found
+                    .iter()
+                    .all(|f| f.len() == 1)
+                    .then(|| found.iter().map(|f| f[0]).collect())
+            },
+        )
+        .await
+    }
+
     /// The tail of every log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -325,6 +393,22 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+            // Whole logs, for digging: CAIRN_KEEP_LOGS=<dir>.
+            if let Some(keep) = std::env::var_os("CAIRN_KEEP_LOGS") {
+                let _ = std::fs::create_dir_all(&keep);
+                for e in std::fs::read_dir(self.dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if e.path().extension().is_some_and(|x| x == "log") {
+                        let _ = std::fs::copy(
+                            e.path(),
+                            std::path::Path::new(&keep).join(e.file_name()),
+                        );
+                    }
+                }
+            }
         }
         for a in &mut self.agents {
             a.proc.kill9();

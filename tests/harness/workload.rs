@@ -53,6 +53,9 @@ pub struct Seen {
     /// Every update per task, in arrival order.
     pub updates: BTreeMap<String, Vec<TaskStatus>>,
     pub launched: BTreeSet<String>,
+    /// Launched by an ACCEPT not yet answered: the master may not have them
+    /// yet, so they are not reconciled (it would rightly answer "unknown").
+    pub launching: BTreeSet<String>,
     pub subscriptions: usize,
     pub errors: Vec<String>,
 }
@@ -88,7 +91,14 @@ impl Seen {
                 if ups[first..].iter().any(|s| s.state != end) {
                     out.push(format!(
                         "{task}: {:?}",
-                        ups.iter().map(|s| s.state).collect::<Vec<_>>()
+                        ups.iter()
+                            .map(|s| {
+                                format!(
+                                    "{:?}({:?}: {} @{})",
+                                    s.state, s.reason, s.message, s.timestamp
+                                )
+                            })
+                            .collect::<Vec<_>>()
                     ));
                 }
             }
@@ -133,6 +143,7 @@ impl Runner {
         seen.launched
             .iter()
             .filter(|t| !seen.state(t).is_some_and(TaskState::is_terminal))
+            .filter(|t| !seen.launching.contains(*t))
             .map(|t| {
                 let agent = seen
                     .updates
@@ -182,7 +193,9 @@ impl Scheduler for Runner {
                     break;
                 };
                 if let Some(t) = self.build(id.clone(), command, &offer) {
-                    self.seen.lock().unwrap().launched.insert(id);
+                    let mut seen = self.seen.lock().unwrap();
+                    seen.launched.insert(id.clone());
+                    seen.launching.insert(id);
                     tasks.push(t);
                 }
                 left = left.saturating_sub(&self.shape);
@@ -195,13 +208,19 @@ impl Scheduler for Runner {
                     )
                     .await
             } else {
-                driver
+                let ids: Vec<String> = tasks.iter().map(|t| t.task_id.to_string()).collect();
+                let r = driver
                     .accept(
                         std::slice::from_ref(&offer.id),
                         tasks,
                         Some(Duration::from_millis(100)),
                     )
-                    .await
+                    .await;
+                let mut seen = self.seen.lock().unwrap();
+                for id in ids {
+                    seen.launching.remove(&id);
+                }
+                r
             };
         }
     }
@@ -307,6 +326,7 @@ impl Workload {
                         s.launched
                             .iter()
                             .filter(|t| !s.state(t).is_some_and(TaskState::is_terminal))
+                            .filter(|t| !s.launching.contains(*t))
                             .map(|t| (TaskId::new(t.as_str()), None))
                             .collect()
                     };
@@ -316,6 +336,29 @@ impl Workload {
                 }
             }
             async move { ok.then_some(()) }
+        })
+        .await;
+    }
+
+    /// Waits for every short task of `spec` to end; then no task may have
+    /// ended twice.
+    pub async fn wait_shorts_ended(&self, spec: &WorkloadSpec, timeout: Duration) {
+        let shorts = Seen::short_ids(spec);
+        self.wait(timeout, "every short task to end", |s| {
+            shorts
+                .iter()
+                .all(|t| s.state(t).is_some_and(TaskState::is_terminal))
+        })
+        .await;
+        let twice = self.seen.lock().unwrap().ended_twice();
+        assert!(twice.is_empty(), "tasks that ended twice: {twice:?}");
+    }
+
+    /// Waits for every long task of `spec` to be RUNNING.
+    pub async fn wait_long_running(&self, spec: &WorkloadSpec) {
+        let longs = Seen::long_ids(spec);
+        self.wait(Duration::from_secs(60), "the long tasks to run", |s| {
+            longs.iter().all(|t| s.state(t) == Some(TaskState::Running))
         })
         .await;
     }

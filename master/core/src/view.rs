@@ -31,6 +31,9 @@ pub struct Counters {
     pub tasks_terminal: BTreeMap<TaskState, u64>,
     pub status_updates: u64,
     pub status_updates_refused: u64,
+    /// Re-sent non-terminal updates of a task already known ended,
+    /// acknowledged by the master for the framework (see `status.rs`).
+    pub status_updates_superseded: u64,
     pub invalid_transitions: u64,
     pub acknowledgements: u64,
     pub kills: u64,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use cairn_master_core::{AgentCommand, Call, Event, Input, MasterConfig, Output, ReportedTask};
+use cairn_master_core::{AgentCommand, Call, Event, Input, MasterConfig, Output};
 use cairn_model::{Capability, FrameworkInfo, TaskId, TaskState};
 use common::*;
 
@@ -68,15 +68,7 @@ fn a_new_leader_rebuilds_tasks_from_returning_agents_and_frameworks() {
         "no answer while the agent may come back"
     );
     // The agent re-registers with its task.
-    let a2 = sim.reregister(
-        &a,
-        "cpus:2;mem:1024",
-        vec![ReportedTask {
-            framework_id: fw.id.clone(),
-            task: t,
-            state: TaskState::Running,
-        }],
-    );
+    let a2 = sim.reregister_with(&a, "cpus:2;mem:1024", &fw.id, t, TaskState::Running);
     assert!(
         sim.take_agent(a2.conn)
             .iter()
@@ -145,15 +137,7 @@ fn a_framework_away_before_the_failover_keeps_its_deadline() {
         .unwrap();
     sim.advance(secs(40));
     sim.fail_over(config());
-    sim.reregister(
-        &a,
-        "cpus:2;mem:1024",
-        vec![ReportedTask {
-            framework_id: fw.id.clone(),
-            task: t,
-            state: TaskState::Running,
-        }],
-    );
+    sim.reregister_with(&a, "cpus:2;mem:1024", &fw.id, t, TaskState::Running);
     // 60 s after it left, not 60 s after the failover.
     sim.advance(secs(19));
     assert_eq!(sim.master.snapshot().frameworks.len(), 1);
@@ -251,4 +235,57 @@ fn a_subscription_whose_stream_ended_before_the_write_leaves_the_framework_disco
             .iter()
             .any(|e| matches!(e, Event::Offers(_)))
     );
+}
+
+#[test]
+fn a_task_that_ended_unheard_during_the_failover_is_answered_with_its_end() {
+    let (mut sim, a, fw, t) = running_cluster();
+    sim.fail_over(config());
+    let fw2 = resubscribe(&mut sim, &fw);
+    // The task finished while no master listened: the agent still holds
+    // the unacknowledged FINISHED and reports the task ended.
+    let a2 = sim.reregister_with(&a, "cpus:2;mem:1024", &fw.id, t, TaskState::Finished);
+    // Reconciliation tells how it ended, not that it is unknown (which a
+    // framework takes as LOST, a second, different end).
+    sim.call(
+        &fw2,
+        Call::Reconcile {
+            tasks: vec![(TaskId::new("t"), None)],
+        },
+    )
+    .unwrap();
+    let u = sim.updates(&fw2);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert_eq!(u[0].state, TaskState::Finished);
+    // It holds no resources.
+    assert_eq!(sim.master.snapshot().agents[0].used, res(""));
+    // The agent re-sends its updates in order: the RUNNING it still holds
+    // is superseded (the framework knows the task ended); the master
+    // acknowledges it for the framework rather than relay it.
+    let _ = sim.take_agent(a2.conn);
+    let running = sim.report(&a2, &fw.id, "t", TaskState::Running);
+    assert!(
+        sim.updates(&fw2).is_empty(),
+        "a finished task never runs again"
+    );
+    assert!(
+        sim.take_agent(a2.conn)
+            .iter()
+            .any(|c| matches!(c, AgentCommand::Acknowledge { uuid, .. } if *uuid == running)),
+        "the superseded update is acknowledged to the agent"
+    );
+    // The agent's own copy of the end is relayed; its acknowledgement
+    // completes the task.
+    let uuid = sim.report(&a2, &fw.id, "t", TaskState::Finished);
+    let u = sim.updates(&fw2);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert_eq!(u[0].state, TaskState::Finished);
+    sim.ack(&fw2, &a.id, "t", uuid);
+    let snap = sim.master.snapshot();
+    assert!(
+        snap.frameworks[0].tasks.is_empty(),
+        "{:?}",
+        snap.frameworks[0].tasks
+    );
+    sim.check();
 }

@@ -308,15 +308,7 @@ fn a_partition_aware_framework_sees_unreachable_and_then_running_again() {
     assert_eq!(u[0].state, TaskState::Unreachable);
     sim.check();
     // The agent comes back with the task still running.
-    let a2 = sim.reregister(
-        &a,
-        "cpus:4;mem:4096",
-        vec![ReportedTask {
-            framework_id: fw.id.clone(),
-            task: t,
-            state: TaskState::Running,
-        }],
-    );
+    let a2 = sim.reregister_with(&a, "cpus:4;mem:4096", &fw.id, t, TaskState::Running);
     let u = sim.updates(&fw);
     assert_eq!(u.len(), 1, "{u:?}");
     assert_eq!(u[0].state, TaskState::Running);
@@ -834,15 +826,7 @@ fn a_returning_agent_does_not_overwrite_a_task_relaunched_elsewhere() {
     sim.launch(&fw, &on_b, vec![task("t", &b.id, "cpus:1;mem:128")]);
     let _ = sim.take_agent(b.conn);
     // a comes back, still running its copy of t: that copy is killed.
-    let a2 = sim.reregister(
-        &a,
-        "cpus:2;mem:1024",
-        vec![ReportedTask {
-            framework_id: fw.id.clone(),
-            task: t_a,
-            state: TaskState::Running,
-        }],
-    );
+    let a2 = sim.reregister_with(&a, "cpus:2;mem:1024", &fw.id, t_a, TaskState::Running);
     assert!(
         sim.take_agent(a2.conn).iter().any(
             |c| matches!(c, AgentCommand::KillTask { task_id, .. } if task_id.as_str() == "t")
@@ -943,15 +927,7 @@ fn an_acknowledgement_that_cannot_reach_the_agent_keeps_the_task_until_resent() 
         "not completed: the ack went nowhere"
     );
     // The agent is back and re-sends the update; this ack gets through.
-    let a2 = sim.reregister(
-        &a,
-        "cpus:2;mem:1024",
-        vec![ReportedTask {
-            framework_id: fw.id.clone(),
-            task: t,
-            state: TaskState::Finished,
-        }],
-    );
+    let a2 = sim.reregister_with(&a, "cpus:2;mem:1024", &fw.id, t, TaskState::Finished);
     sim.input(Input::AgentStatusUpdate {
         conn: a2.conn,
         framework_id: fw.id.clone(),

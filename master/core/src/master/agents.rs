@@ -286,6 +286,8 @@ impl Master {
                         report.state,
                         "ended while its agent was unreachable",
                     );
+                } else {
+                    self.adopt_ended_task(now, agent_id, &fw_id, report);
                 }
                 continue;
             }
@@ -394,6 +396,50 @@ impl Master {
         }
         for framework_id in shutdown {
             self.send_agent(agent_id, AgentCommand::ShutdownFramework { framework_id });
+        }
+    }
+
+    /// A task that ended on the agent while no master heard of it (its
+    /// terminal update is still queued there, unacknowledged). As with a
+    /// task that ends under this master, it stays known in its terminal
+    /// state until that update is acknowledged, so reconciliation answers
+    /// with how it ended rather than "unknown". It holds no resources.
+    fn adopt_ended_task(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        fw_id: &FrameworkId,
+        report: ReportedTask,
+    ) {
+        let task_id = report.task.task_id.clone();
+        let Some(framework) = self.frameworks.get_mut(fw_id) else {
+            return;
+        };
+        if framework.tasks.contains_key(&task_id) {
+            // Known under this id (live elsewhere, or already ended): that
+            // record stands.
+            return;
+        }
+        let role = framework
+            .info
+            .roles
+            .first()
+            .cloned()
+            .unwrap_or_else(Role::default_role);
+        let mut task = Task::new(report.task, fw_id.clone(), role, now);
+        task.info.agent_id = agent_id.clone();
+        let status = TaskStatus::from_master(
+            task_id.clone(),
+            report.state,
+            Reason::AgentReregistered,
+            format!("Agent {agent_id} re-registered with the task ended"),
+            Some(agent_id.clone()),
+            now,
+        );
+        let _ = task.apply(&status, self.config.max_statuses_per_task);
+        framework.tasks.insert(task_id.clone(), task);
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.tasks.insert((fw_id.clone(), task_id));
         }
     }
 

@@ -48,11 +48,48 @@ impl Master {
             .frameworks
             .get(&framework_id)
             .is_some_and(|f| f.tasks.contains_key(&task_id));
+        let superseded = status.uuid.is_some()
+            && !status.state.is_terminal()
+            && self
+                .frameworks
+                .get(&framework_id)
+                .and_then(|f| f.tasks.get(&task_id))
+                .is_some_and(|t| t.state.is_terminal());
+        if let (true, Some(uuid)) = (superseded, status.uuid) {
+            // A re-sent live update of a task known to have ended (its end
+            // reached this master first, with the agent's re-registration).
+            // Relayed, it would tell the framework a finished task runs
+            // again; the master acknowledges it for the framework instead,
+            // and the agent goes on to send the end itself.
+            self.counters.status_updates_superseded += 1;
+            self.send_agent(
+                &agent_id,
+                AgentCommand::Acknowledge {
+                    framework_id,
+                    task_id,
+                    uuid,
+                },
+            );
+            return;
+        }
         if known {
             // An invalid transition (a re-sent update after a newer one, say)
             // changes nothing here but is still relayed, so the framework can
             // acknowledge it and the agent stops re-sending.
-            self.apply_to_task(now, &framework_id, &task_id, &status);
+            if !self.apply_to_task(now, &framework_id, &task_id, &status)
+                && let Some(task) = self
+                    .frameworks
+                    .get_mut(&framework_id)
+                    .and_then(|f| f.tasks.get_mut(&task_id))
+                && task.state.is_terminal()
+                && task.state == status.state
+                && task.terminal_uuid.is_none()
+            {
+                // Adopted already ended (re-registration): this is the
+                // agent's own copy of that end, and its acknowledgement
+                // completes the task.
+                task.terminal_uuid = status.uuid;
+            }
             if status.uuid.is_none()
                 && self
                     .frameworks

@@ -327,6 +327,23 @@ impl Sim {
         }
     }
 
+    /// Re-registers `ag` reporting one task of `fw` in `state`.
+    pub fn reregister_with(
+        &mut self,
+        ag: &Ag,
+        resources: &str,
+        fw: &FrameworkId,
+        task: TaskInfo,
+        state: TaskState,
+    ) -> Ag {
+        let report = ReportedTask {
+            framework_id: fw.clone(),
+            task,
+            state,
+        };
+        self.reregister(ag, resources, vec![report])
+    }
+
     pub fn reregister(&mut self, ag: &Ag, resources: &str, tasks: Vec<ReportedTask>) -> Ag {
         let conn = self.conn();
         self.input(Input::AgentRegister {
