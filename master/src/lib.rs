@@ -85,6 +85,17 @@ pub struct MasterArgs {
     /// `10/1mins` (default: no limit).
     #[arg(long, value_parser = parse_rate)]
     pub agent_removal_rate_limit: Option<(u32, Duration)>,
+    /// Unreachable agents remembered (in the registry too); past this the
+    /// longest unreachable are forgotten, and come back as new agents.
+    #[arg(long, default_value_t = 1000)]
+    pub max_unreachable_agents: usize,
+    /// Removed frameworks remembered (so their ids cannot subscribe again);
+    /// past this the oldest are forgotten.
+    #[arg(long, default_value_t = 50)]
+    pub max_completed_frameworks: usize,
+    /// Ended tasks kept per framework for `/state`.
+    #[arg(long, default_value_t = 1000)]
+    pub max_completed_tasks_per_framework: usize,
 }
 
 /// A duration in humantime or Mesos style (`5secs`, `1mins`).
@@ -144,6 +155,9 @@ impl MasterArgs {
             role_weights: self.weights.clone().unwrap_or_default(),
             agent_reregister_timeout: self.agent_reregister_timeout,
             agent_removal_rate: self.agent_removal_rate_limit,
+            max_unreachable_agents: self.max_unreachable_agents,
+            max_completed_frameworks: self.max_completed_frameworks,
+            max_completed_tasks_per_framework: self.max_completed_tasks_per_framework,
             ..MasterConfig::default()
         }
     }
@@ -161,6 +175,9 @@ impl MasterArgs {
             "registry": if self.zk.is_some() { "zookeeper" } else { "in_memory" },
             "agent_reregister_timeout": humantime::format_duration(self.agent_reregister_timeout).to_string(),
             "agent_removal_rate_limit": self.agent_removal_rate_limit.map(|(n, d)| format!("{n}/{}", humantime::format_duration(d))),
+            "max_unreachable_agents": self.max_unreachable_agents,
+            "max_completed_frameworks": self.max_completed_frameworks,
+            "max_completed_tasks_per_framework": self.max_completed_tasks_per_framework,
         })
     }
 }

@@ -24,6 +24,9 @@ pub struct ClusterSpec {
     pub masters: usize,
     /// Start ZooKeeper and have the masters contend through it.
     pub zookeeper: bool,
+    /// The address masters listen on (loopback unless a test needs them
+    /// reachable from a network namespace).
+    pub master_host: String,
 }
 
 impl Default for ClusterSpec {
@@ -35,6 +38,7 @@ impl Default for ClusterSpec {
             agent_args: Vec::new(),
             masters: 1,
             zookeeper: false,
+            master_host: "127.0.0.1".into(),
         }
     }
 }
@@ -43,21 +47,15 @@ impl Default for ClusterSpec {
 pub struct Restartable {
     pub proc: Proc,
     pub addr: String,
-    program: &'static str,
+    program: PathBuf,
     args: Vec<String>,
     log: PathBuf,
     starts: usize,
 }
 
 impl Restartable {
-    fn spawn(
-        name: &str,
-        program: &'static str,
-        addr: String,
-        args: Vec<String>,
-        log: PathBuf,
-    ) -> Self {
-        let proc = Proc::spawn(name, &bin(program), &args, &log);
+    fn spawn(name: &str, program: PathBuf, addr: String, args: Vec<String>, log: PathBuf) -> Self {
+        let proc = Proc::spawn(name, &program, &args, &log);
         Restartable {
             proc,
             addr,
@@ -74,12 +72,7 @@ impl Restartable {
         self.proc.kill9();
         self.starts += 1;
         let log = self.log.with_extension(format!("{}.log", self.starts));
-        self.proc = Proc::spawn(
-            &self.proc.name.clone(),
-            &bin(self.program),
-            &self.args,
-            &log,
-        );
+        self.proc = Proc::spawn(&self.proc.name.clone(), &self.program, &self.args, &log);
     }
 
     pub fn pid(&self) -> i32 {
@@ -128,7 +121,7 @@ impl Cluster {
         let zk_url = zookeeper.as_ref().map(|z| z.url("/cairn"));
         let mut masters = Vec::new();
         for i in 0..spec.masters.max(1) {
-            let addr = format!("127.0.0.1:{}", free_port());
+            let addr = format!("{}:{}", spec.master_host, free_port());
             let mut args = vec!["--listen".to_string(), addr.clone()];
             if let Some(url) = &zk_url {
                 args.extend(["--zk".to_string(), url.clone()]);
@@ -136,7 +129,7 @@ impl Cluster {
             args.extend(spec.master_args.iter().cloned());
             masters.push(Restartable::spawn(
                 &format!("master-{i}"),
-                "cairn-master",
+                bin("cairn-master"),
                 addr,
                 args,
                 dir.path().join(format!("master-{i}.log")),
@@ -178,8 +171,20 @@ impl Cluster {
 
     /// Starts another agent; returns its index.
     pub fn add_agent(&mut self, resources: &str, extra: &[&str]) -> usize {
+        self.add_agent_in(None, resources, extra)
+    }
+
+    /// Starts another agent, in network namespace `netns` if given (it
+    /// listens on the namespace's address); returns its index.
+    pub fn add_agent_in(
+        &mut self,
+        netns: Option<&crate::netns::NetNs>,
+        resources: &str,
+        extra: &[&str],
+    ) -> usize {
         let i = self.agents.len();
-        let addr = format!("127.0.0.1:{}", free_port());
+        let host = netns.map_or_else(|| "127.0.0.1".to_string(), |n| n.ns_ip.to_string());
+        let addr = format!("{host}:{}", free_port());
         let work_dir = self.dir.path().join(format!("agent-{i}"));
         let mut args = vec![
             "--master".to_string(),
@@ -194,9 +199,24 @@ impl Cluster {
             self.agent_cgroups(i),
         ];
         args.extend(extra.iter().map(|s| (*s).to_string()));
+        // Only the network namespace changes (nsenter); `ip netns exec`
+        // would also remount /sys and hide the cgroup hierarchies.
+        let program = match netns {
+            Some(n) => {
+                let mut wrapped = vec![
+                    format!("--net={}", n.path().display()),
+                    "--".to_string(),
+                    bin("cairn-agent").display().to_string(),
+                ];
+                wrapped.extend(args);
+                args = wrapped;
+                PathBuf::from("nsenter")
+            }
+            None => bin("cairn-agent"),
+        };
         self.agents.push(Restartable::spawn(
             &format!("agent-{i}"),
-            "cairn-agent",
+            program,
             addr,
             args,
             self.dir.path().join(format!("agent-{i}.log")),

@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod framework;
 pub mod http;
+pub mod netns;
 pub mod process;
 pub mod workload;
 pub mod zookeeper;

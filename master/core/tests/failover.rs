@@ -289,3 +289,45 @@ fn a_task_that_ended_unheard_during_the_failover_is_answered_with_its_end() {
     );
     sim.check();
 }
+
+#[test]
+fn the_registry_keeps_a_bounded_number_of_unreachable_agents_and_removed_frameworks() {
+    let mut sim = Sim::new(MasterConfig {
+        agent_ping_timeout: secs(5),
+        max_unreachable_agents: 2,
+        max_completed_frameworks: 1,
+        ..config()
+    });
+    let mut agents = Vec::new();
+    for _ in 0..4 {
+        agents.push(sim.agent("cpus:1;mem:128"));
+        // Each goes silent a second after the one before.
+        sim.advance(secs(1));
+    }
+    sim.advance(secs(30));
+    // The two that became unreachable last are kept, in the registry too.
+    let kept: Vec<_> = sim.registry.agents.keys().cloned().collect();
+    assert_eq!(kept, vec![agents[2].id.clone(), agents[3].id.clone()]);
+    assert!(
+        sim.registry
+            .agents
+            .values()
+            .all(|a| a.unreachable_since.is_some())
+    );
+    assert_eq!(sim.master.snapshot().unreachable_agents.len(), 2);
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let fw = sim.framework(&format!("f{n}"));
+        sim.call(&fw, Call::Teardown).unwrap();
+        ids.push(fw.id);
+    }
+    let removed: Vec<_> = sim.registry.removed_frameworks.keys().cloned().collect();
+    assert_eq!(
+        removed,
+        vec![ids[2].clone()],
+        "only the newest removal is remembered"
+    );
+    assert!(sim.registry.frameworks.is_empty());
+    sim.check();
+}
