@@ -4,6 +4,8 @@
 //! workloads: a grid of agents x frameworks, each cycle measured alone (the
 //! state it starts from is built outside the timing).
 
+pub mod sim_agent;
+
 use std::time::Duration;
 
 use cairn_master_core::allocator::{Allocation, Allocator, AllocatorConfig, Scope};

@@ -65,7 +65,7 @@ pub fn share_host(host: &Resources, n: usize) -> Vec<Resources> {
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.master.listen).await.map_err(|e| {
+    let listener = cairn_master::listen(args.master.listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {}: {e} (is another master running? try --listen 127.0.0.1:0)",
             args.master.listen

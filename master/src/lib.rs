@@ -182,6 +182,23 @@ impl MasterArgs {
     }
 }
 
+/// Opens the master's listening socket. The accept queue is deep (capped
+/// by the kernel's `somaxconn`): after a failover every agent and framework
+/// connects to the new leader at once, and connections dropped from a full
+/// queue are retried only after the kernel's one-second SYN timeout.
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Errors that stop the master.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -263,6 +280,10 @@ pub async fn serve(
                 mode_tx.send_replace(Mode::Standby(leader));
             })
             .await?;
+        // Elected: requests wait for the registry to load rather than
+        // bounce (every agent and framework arrives at once; refused, they
+        // would retry in a storm while the master recovers).
+        mode_tx.send_replace(Mode::Recovering);
         let store = zk::ZkStore::new(&election, &registry_path).await?;
         let state = store.load().await?;
         let now = Time::now();
@@ -309,20 +330,39 @@ pub async fn serve(
 enum Mode {
     /// Another master leads (or none does).
     Standby(Option<Leader>),
+    /// This one was elected and is loading the registry.
+    Recovering,
     /// This one leads: the full router.
     Leading(Router),
 }
 
+/// How long a request to a just-elected master waits for it to finish
+/// recovering before it is answered as if no leader were elected.
+const RECOVERY_HOLD: Duration = Duration::from_secs(10);
+
 /// The door of a contending master: the full API while it leads; while it
 /// stands by, a 307 to the leader for HTTP (503 while there is none) and a
-/// gRPC `UNAVAILABLE` naming the leader (also in `cairn-leader` metadata).
+/// gRPC `UNAVAILABLE` naming the leader (also in `cairn-leader` metadata);
+/// while it recovers, requests wait (up to `RECOVERY_HOLD`).
 /// `me` is this master's `hostname:port`.
 fn front(mode: watch::Receiver<Mode>, me: String) -> Router {
     let svc = tower::service_fn(move |req: Request<Body>| {
-        let mode = mode.borrow().clone();
+        let now = mode.borrow().clone();
+        let mut changes = mode.clone();
         let me = me.clone();
         async move {
             let path = req.uri().path().to_string();
+            let mode = match now {
+                Mode::Recovering => tokio::time::timeout(
+                    RECOVERY_HOLD,
+                    changes.wait_for(|m| !matches!(m, Mode::Recovering)),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map_or(Mode::Recovering, |m| m.clone()),
+                m => m,
+            };
             let response = match mode {
                 Mode::Leading(_) if path == "/redirect" || path == "/master/redirect" => {
                     redirect(&me, "")
@@ -332,6 +372,8 @@ fn front(mode: watch::Receiver<Mode>, me: String) -> Router {
                     Err(never) => match never {},
                 },
                 Mode::Standby(leader) => standby(&req, leader.as_ref()),
+                // Still loading after the hold: as if no leader yet.
+                Mode::Recovering => standby(&req, None),
             };
             Ok::<_, std::convert::Infallible>(response)
         }

@@ -15,8 +15,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cairn_model::runtime::init_logging(cli.log_format);
-    let listener = tokio::net::TcpListener::bind(cli.master.listen)
-        .await
+    let listener = cairn_master::listen(cli.master.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.master.listen))?;
     cairn_master::serve(
         cli.master,

@@ -388,6 +388,24 @@ impl Cluster {
         .await
     }
 
+    /// Copies every log to `$CAIRN_KEEP_LOGS` when it is set: for digging
+    /// into a failed test or a benchmark run.
+    pub fn keep_logs(&self) {
+        let Some(keep) = std::env::var_os("CAIRN_KEEP_LOGS") else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(&keep);
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(e.path(), std::path::Path::new(&keep).join(e.file_name()));
+            }
+        }
+    }
+
     /// The tail of every log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -413,23 +431,8 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
-            // Whole logs, for digging: CAIRN_KEEP_LOGS=<dir>.
-            if let Some(keep) = std::env::var_os("CAIRN_KEEP_LOGS") {
-                let _ = std::fs::create_dir_all(&keep);
-                for e in std::fs::read_dir(self.dir.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    if e.path().extension().is_some_and(|x| x == "log") {
-                        let _ = std::fs::copy(
-                            e.path(),
-                            std::path::Path::new(&keep).join(e.file_name()),
-                        );
-                    }
-                }
-            }
         }
+        self.keep_logs();
         for a in &mut self.agents {
             a.proc.kill9();
         }

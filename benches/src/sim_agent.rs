@@ -1,0 +1,190 @@
+//! Simulated agents: many in one process, each holding a real session with
+//! the leading master over the agent gRPC link (register, heartbeats,
+//! re-registration under its id when the leader changes), and no executors.
+//!
+//! They share one view of the leader (one ZooKeeper watch for all), where
+//! real agents would each hold a ZooKeeper session: what is measured is the
+//! masters' side of a failover, not the ZooKeeper server's fan-out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_model::convert::agent_info_to_pb;
+use cairn_model::zk::Leader;
+use cairn_model::{AgentInfo, Resources};
+use cairn_proto as pb;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// What one simulated agent has seen.
+#[derive(Clone, Debug, Default)]
+pub struct SimAgentState {
+    /// The id the master gave it.
+    pub id: Option<String>,
+    /// The epoch of the master it is registered with, and when it was
+    /// (re-)registered there.
+    pub registered: Option<(u64, Instant)>,
+    pub registrations: usize,
+}
+
+/// A fleet of simulated agents.
+#[derive(Debug)]
+pub struct SimAgents {
+    pub states: Vec<Arc<Mutex<SimAgentState>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SimAgents {
+    /// Starts `n` agents with `resources` each, following `leaders`.
+    pub fn start(
+        n: usize,
+        resources: &Resources,
+        leaders: &watch::Receiver<Option<Leader>>,
+    ) -> Self {
+        let mut states = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let state = Arc::new(Mutex::new(SimAgentState::default()));
+            let info = AgentInfo {
+                hostname: format!("sim-{i}"),
+                // Nothing connects to a simulated agent.
+                address: "127.0.0.1:9".into(),
+                resources: resources.clone(),
+                attributes: Vec::new(),
+            };
+            tasks.push(tokio::spawn(run(info, leaders.clone(), state.clone())));
+            states.push(state);
+        }
+        SimAgents { states, tasks }
+    }
+
+    /// How many are registered with a master of `epoch` (or newer).
+    pub fn registered_with(&self, epoch: u64) -> usize {
+        self.states
+            .iter()
+            .filter(|s| {
+                s.lock()
+                    .ok()
+                    .and_then(|s| s.registered)
+                    .is_some_and(|(e, _)| e >= epoch)
+            })
+            .count()
+    }
+
+    /// When the last of them registered with a master of `epoch` or newer
+    /// (`None` until all have).
+    pub fn all_registered_at(&self, epoch: u64) -> Option<Instant> {
+        let mut last: Option<Instant> = None;
+        for s in &self.states {
+            let (e, at) = s.lock().ok()?.registered?;
+            if e < epoch {
+                return None;
+            }
+            last = Some(last.map_or(at, |l| l.max(at)));
+        }
+        last
+    }
+}
+
+impl Drop for SimAgents {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One agent: a session with the current leader, a new one whenever the
+/// leader changes or the session ends.
+async fn run(
+    info: AgentInfo,
+    mut leaders: watch::Receiver<Option<Leader>>,
+    state: Arc<Mutex<SimAgentState>>,
+) {
+    loop {
+        let leader = leaders.borrow_and_update().clone();
+        if let Some(leader) = leader {
+            tokio::select! {
+                () = session(&info, &leader, &state) => {}
+                r = leaders.changed() => if r.is_err() { return },
+            }
+        } else if leaders.changed().await.is_err() {
+            return;
+        }
+        if let Ok(mut s) = state.lock() {
+            s.registered = None;
+        }
+        // A failed attempt at the same leader is retried shortly; a new
+        // leader at once (the select above returns as soon as it changes).
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            r = leaders.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+async fn session(info: &AgentInfo, leader: &Leader, state: &Arc<Mutex<SimAgentState>>) {
+    let Ok(endpoint) =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", leader.endpoint))
+    else {
+        return;
+    };
+    let Ok(channel) = endpoint.tcp_nodelay(true).connect().await else {
+        return;
+    };
+    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
+    let agent_id = state
+        .lock()
+        .ok()
+        .and_then(|s| s.id.clone())
+        .unwrap_or_default();
+    let (tx, rx) = mpsc::channel(16);
+    let register = pb::AgentMessage {
+        message: Some(pb::agent_message::Message::Register(pb::RegisterAgent {
+            agent_id,
+            info: Some(agent_info_to_pb(info)),
+            tasks: Vec::new(),
+            frameworks: Vec::new(),
+            version: cairn_model::VERSION.to_string(),
+        })),
+    };
+    if tx.send(register).await.is_err() {
+        return;
+    }
+    let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
+        return;
+    };
+    let mut inbound = response.into_inner();
+    let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+    while let Ok(Some(msg)) = inbound.message().await {
+        if let Some(pb::master_message::Message::Registered(r)) = msg.message {
+            if let Ok(mut s) = state.lock() {
+                s.id = Some(r.agent_id.clone());
+                s.registered = Some((msg.epoch, Instant::now()));
+                s.registrations += 1;
+            }
+            let every = Duration::from_secs_f64(r.heartbeat_interval_seconds.max(0.1));
+            let tx = tx.clone();
+            if let Some(h) = heartbeat.take() {
+                h.abort();
+            }
+            heartbeat = Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let beat = pb::AgentMessage {
+                        message: Some(pb::agent_message::Message::Heartbeat(pb::AgentHeartbeat {})),
+                    };
+                    if tx.send(beat).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        // Simulated agents run no tasks: nothing else needs an answer.
+    }
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+}
