@@ -29,11 +29,15 @@ const INBOX: usize = 65_536;
 
 pub type EventSink = mpsc::Sender<Result<pb::Event, Status>>;
 pub type AgentSink = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+/// A framework on the Mesos HTTP API: its door formats the core's events;
+/// `Err` ends the stream with the reason.
+pub type HttpEventSink = mpsc::Sender<Result<cairn_master_core::Event, String>>;
 
 /// Where a connection's outputs go.
 #[derive(Debug)]
 pub enum Sink {
     Framework(EventSink),
+    HttpFramework(HttpEventSink),
     Agent(AgentSink),
 }
 
@@ -268,9 +272,11 @@ impl Driver {
                     framework_id,
                     event,
                 } => {
-                    let msg = event_to_pb(&event, &self.info);
                     let full = match self.sinks.get(&conn) {
-                        Some(Sink::Framework(tx)) => tx.try_send(Ok(msg)).is_err(),
+                        Some(Sink::Framework(tx)) => {
+                            tx.try_send(Ok(event_to_pb(&event, &self.info))).is_err()
+                        }
+                        Some(Sink::HttpFramework(tx)) => tx.try_send(Ok(event)).is_err(),
                         _ => false,
                     };
                     if full {
@@ -327,6 +333,9 @@ impl Driver {
         match self.sinks.remove(&conn) {
             Some(Sink::Framework(tx)) => {
                 let _ = tx.try_send(Err(Status::aborted(reason.to_string())));
+            }
+            Some(Sink::HttpFramework(tx)) => {
+                let _ = tx.try_send(Err(reason.to_string()));
             }
             Some(Sink::Agent(tx)) => {
                 let _ = tx.try_send(Err(Status::aborted(reason.to_string())));

@@ -61,17 +61,77 @@ async fn index() -> Response {
         .into_response()
 }
 
+/// The endpoints below `/` and `/master` (see `router`).
+const ENDPOINTS: &[&str] = &[
+    "/state",
+    "/state.json",
+    "/health",
+    "/version",
+    "/flags",
+    "/api/v1/scheduler",
+];
+
+/// Mesos's (libprocess's) routing rules, for HTTP paths: a trailing `/` is
+/// dropped, and a path no endpoint serves is shortened a segment at a time
+/// until one does (`/api/v1/scheduler/x` is served by `/api/v1/scheduler`),
+/// both with and without the `/master` prefix. `None`: leave the path as it
+/// is (the root, gRPC methods, or nothing matches).
+pub fn route_path(path: &str) -> Option<String> {
+    let trimmed = path.trim_end_matches('/');
+    let (prefix, mut rest) = match trimmed.strip_prefix("/master") {
+        Some(r) if r.is_empty() || r.starts_with('/') => ("/master", r),
+        _ => ("", trimmed),
+    };
+    while !rest.is_empty() {
+        if ENDPOINTS.contains(&rest) {
+            let routed = format!("{prefix}{rest}");
+            return (routed != path).then_some(routed);
+        }
+        rest = &rest[..rest.rfind('/').unwrap_or(0)];
+    }
+    None
+}
+
 /// The operator routes. Mesos serves every master endpoint also under
 /// `/master/`, and old tools still ask for `*.json`.
 pub fn router(http_state: HttpState) -> Router {
     let mut r = Router::new().route("/", get(index));
+    // Keep `ENDPOINTS` in step with these.
     for prefix in ["", "/master"] {
         r = r
             .route(&format!("{prefix}/state"), get(state))
             .route(&format!("{prefix}/state.json"), get(state))
             .route(&format!("{prefix}/health"), get(health))
             .route(&format!("{prefix}/version"), get(version))
-            .route(&format!("{prefix}/flags"), get(flags));
+            .route(&format!("{prefix}/flags"), get(flags))
+            .route(
+                &format!("{prefix}/api/v1/scheduler"),
+                axum::routing::post(crate::mesos_scheduler::scheduler),
+            );
     }
     r.with_state(http_state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_path;
+
+    #[test]
+    fn paths_route_as_in_mesos() {
+        assert_eq!(route_path("/state/"), Some("/state".into()));
+        assert_eq!(route_path("/master/state/"), Some("/master/state".into()));
+        assert_eq!(
+            route_path("/master/api/v1/scheduler/"),
+            Some("/master/api/v1/scheduler".into())
+        );
+        assert_eq!(
+            route_path("/api/v1/scheduler/extra/parts"),
+            Some("/api/v1/scheduler".into())
+        );
+        assert_eq!(route_path("/state"), None);
+        assert_eq!(route_path("/"), None);
+        assert_eq!(route_path("/cairn.v1.Scheduler/Subscribe"), None);
+        assert_eq!(route_path("/nothing/here"), None);
+        assert_eq!(route_path("/masterpiece"), None);
+    }
 }

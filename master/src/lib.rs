@@ -6,6 +6,8 @@ mod convert;
 pub mod driver;
 pub mod grpc;
 pub mod http;
+pub mod mesos_json;
+pub mod mesos_scheduler;
 pub mod registry_store;
 pub mod state_json;
 pub mod zk;
@@ -445,7 +447,7 @@ fn app(handle: driver::Handle, flags: Arc<serde_json::Value>) -> Router {
     let http = http::router(http::HttpState { handle, flags });
     // tonic services take tonic's body type; axum hands them its own.
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);
-    http.route_service(
+    let routes = http.route_service(
         &format!("/{}/{{*rest}}", <pb::scheduler_server::SchedulerServer<SchedulerService> as tonic::server::NamedService>::NAME),
         scheduler.map_request(to_tonic),
     )
@@ -453,5 +455,24 @@ fn app(handle: driver::Handle, flags: Arc<serde_json::Value>) -> Router {
         &format!("/{}/{{*rest}}", <pb::agent_link_server::AgentLinkServer<AgentLinkService> as tonic::server::NamedService>::NAME),
         agents.map_request(to_tonic),
     )
-    .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "no such endpoint\n") })
+    .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "no such endpoint\n") });
+    // Mesos's routing rules apply before the routes: see `http::route_path`.
+    Router::new().fallback_service(routes.map_request(
+        |mut req: axum::http::Request<axum::body::Body>| {
+            if let Some(path) = http::route_path(req.uri().path()) {
+                let mut parts = req.uri().clone().into_parts();
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                if let Ok(pq) = pq.parse() {
+                    parts.path_and_query = Some(pq);
+                    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                        *req.uri_mut() = uri;
+                    }
+                }
+            }
+            req
+        },
+    ))
 }

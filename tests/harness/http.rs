@@ -46,3 +46,102 @@ pub async fn get_location(url: &str) -> Option<(u16, Option<String>)> {
         .map(str::to_string);
     Some((resp.status().as_u16(), location))
 }
+
+/// A response whose body is read as it arrives (a Mesos event stream).
+pub struct Streaming {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+    passed: std::collections::VecDeque<Value>,
+}
+
+impl Streaming {
+    /// The next RecordIO record as JSON; `None` when the stream ended or
+    /// nothing came within `timeout`.
+    pub async fn next_record(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let len: usize = std::str::from_utf8(&self.buf[..nl]).ok()?.parse().ok()?;
+                if self.buf.len() > nl + len {
+                    let payload: Vec<u8> = self.buf.drain(..=nl + len).skip(nl + 1).collect();
+                    return serde_json::from_slice(&payload).ok();
+                }
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// The next record of `type`, also one passed over by an earlier
+    /// `next_of` (records of other types are kept for later calls).
+    pub async fn next_of(&mut self, ty: &str, timeout: Duration) -> Option<Value> {
+        if let Some(i) = self.passed.iter().position(|r| r["type"] == ty) {
+            return self.passed.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let r = self.next_record(left).await?;
+            if r["type"] == ty {
+                return Some(r);
+            }
+            self.passed.push_back(r);
+        }
+    }
+}
+
+fn post_request(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<hyper::Request<http_body_util::Full<Bytes>>> {
+    let mut req = hyper::Request::post(url.parse::<hyper::Uri>().ok()?);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .ok()
+}
+
+/// POST `body` with `headers`; the status, headers and whole body.
+pub async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, hyper::HeaderMap, Bytes)> {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let request = async {
+        let resp = client
+            .request(post_request(url, headers, body)?)
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        let h = resp.headers().clone();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, h, body))
+    };
+    tokio::time::timeout(TIMEOUT, request).await.ok().flatten()
+}
+
+/// POST, keeping the response body open as a stream.
+pub async fn post_streaming(url: &str, headers: &[(&str, &str)], body: &str) -> Option<Streaming> {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = tokio::time::timeout(TIMEOUT, client.request(post_request(url, headers, body)?))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Streaming {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.into_body(),
+        buf: Vec::new(),
+        passed: std::collections::VecDeque::new(),
+    })
+}
