@@ -505,3 +505,166 @@ const TERMINAL: &[&str] = &[
     "TASK_GONE",
     "TASK_GONE_BY_OPERATOR",
 ];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_endpoints_answer_in_mesos_shapes_and_routes() {
+    use cairn_tests::http::get;
+    use cairn_tests::workload::{Workload, WorkloadSpec};
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let spec = WorkloadSpec {
+        name: "ops".into(),
+        short: 5,
+        short_command: "true".into(),
+        ..WorkloadSpec::default()
+    };
+    let w = Workload::start(&cluster.master_addr, spec.clone(), None).await;
+    w.wait_shorts_ended(&spec, T).await;
+    let base = format!("http://{}", cluster.leader_addr().await);
+    let getj = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            cairn_tests::http::get_json(&url)
+                .await
+                .unwrap_or_else(|| panic!("GET {url}"))
+        }
+    };
+    // Acknowledgements land a moment after the updates.
+    wait_for(T, "5 completed tasks in /tasks", || async {
+        let t = cairn_tests::http::get_json(&format!("{base}/tasks?limit=-1")).await?;
+        (t["tasks"].as_array()?.len() == 5).then_some(())
+    })
+    .await;
+
+    let v = getj("/version").await;
+    let version = v["version"].as_str().unwrap();
+    assert!(
+        version.split('.').all(|p| p.parse::<u64>().is_ok()),
+        "{version}"
+    );
+
+    let summary = getj("/state-summary").await;
+    assert_eq!(summary["slaves"][0]["TASK_FINISHED"], 5, "{summary}");
+    assert_eq!(summary["frameworks"][0]["TASK_FINISHED"], 5, "{summary}");
+
+    let fws = getj("/master/frameworks").await;
+    let fw_id = fws["frameworks"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(fws["frameworks"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        getj("/frameworks?framework_id=none").await["frameworks"],
+        serde_json::json!([])
+    );
+    assert_eq!(getj("/slaves").await["slaves"].as_array().unwrap().len(), 1);
+
+    let page = getj("/tasks?limit=2&offset=1&order=asc").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+    let one = getj(&format!("/tasks?task_id=ops-short-3&framework_id={fw_id}")).await;
+    assert_eq!(one["tasks"][0]["id"], "ops-short-3");
+    assert_eq!(one["tasks"][0]["state"], "TASK_FINISHED");
+    assert_eq!(getj("/tasks").await["tasks"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        get(&format!("{base}/tasks?order=sideways"))
+            .await
+            .unwrap()
+            .0,
+        400
+    );
+
+    let roles = getj("/roles.json").await;
+    assert!(
+        roles["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["frameworks"][0] == fw_id.as_str()),
+        "{roles}"
+    );
+
+    let m = getj("/metrics/snapshot").await;
+    assert_eq!(m["master/elected"], 1.0);
+    assert_eq!(m["master/slaves_active"], 1.0);
+    assert_eq!(m["master/tasks_finished"], 5.0);
+    assert_eq!(m["master/cpus_total"], 4.0);
+
+    // Routing: trailing slash, /master prefix, old *.json, prefix fallback.
+    assert_eq!(get(&format!("{base}/master/state/")).await.unwrap().0, 200);
+    assert_eq!(
+        get(&format!("{base}/master/state.json")).await.unwrap().0,
+        200
+    );
+    let (code, body) = get(&format!("{base}/state?jsonp=cb")).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.starts_with(b"cb({") && body.ends_with(b");"));
+    let (code, location) = cairn_tests::http::get_location(&format!("{base}/redirect"))
+        .await
+        .unwrap();
+    assert_eq!(code, 307);
+    assert!(location.unwrap().starts_with("//"));
+
+    // The v1 operator API, also under /api/v1/operator as pymesos calls it.
+    for path in ["/api/v1", "/api/v1/operator", "/master/api/v1/"] {
+        let (code, _, body) = post(&format!("{base}{path}"), &[JSON], r#"{"type":"GET_STATE"}"#)
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{path}");
+        let s: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            s["get_state"]["get_tasks"]["completed_tasks"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+        assert_eq!(s["get_state"]["get_agents"]["agents"][0]["active"], true);
+        assert_eq!(
+            s["get_state"]["get_frameworks"]["frameworks"][0]["framework_info"]["id"]["value"],
+            fw_id.as_str()
+        );
+    }
+    let call = |ty: &'static str| {
+        let url = format!("{base}/api/v1");
+        async move {
+            let (code, _, body) = post(&url, &[JSON], &format!(r#"{{"type":"{ty}"}}"#))
+                .await
+                .unwrap();
+            (
+                code,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(call("GET_HEALTH").await.1["get_health"]["healthy"], true);
+    assert_eq!(
+        call("GET_VERSION").await.1["get_version"]["version_info"]["version"],
+        version
+    );
+    assert!(call("GET_MASTER").await.1["get_master"]["master_info"]["address"]["port"].is_u64());
+    assert_eq!(
+        call("GET_AGENTS").await.1["get_agents"]["agents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        call("GET_TASKS").await.1["get_tasks"]["completed_tasks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        call("GET_FRAMEWORKS").await.1["get_frameworks"]["frameworks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(call("NO_SUCH_CALL").await.0, 501);
+    assert_eq!(
+        post(&format!("{base}/api/v1"), &[JSON], "{nope")
+            .await
+            .unwrap()
+            .0,
+        400
+    );
+}

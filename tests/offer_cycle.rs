@@ -180,6 +180,18 @@ async fn a_task_that_ignores_sigterm_is_sigkilled_after_its_grace() {
         Some(grace),
     )
     .await;
+    // RUNNING comes as the shell starts; the kill must come after it set
+    // its trap, which it did once its `sleep` runs.
+    wait_for(T, "the task's shell to ignore SIGTERM", || async {
+        processes_marked("stubborn")
+            .iter()
+            .any(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .then_some(())
+    })
+    .await;
     let started = Instant::now();
     fw.driver
         .kill(&cairn_sdk::TaskId::new("stubborn"), None)

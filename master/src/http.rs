@@ -2,20 +2,29 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use cairn_master_core::view::StateSnapshot;
+
 use crate::driver::Handle;
+use crate::operator;
 use crate::state_json::state_json;
 
 #[derive(Clone, Debug)]
 pub struct HttpState {
     pub handle: Handle,
     pub flags: Arc<Value>,
+    /// Role weights, for `/roles`.
+    pub weights: Arc<BTreeMap<String, f64>>,
+    pub started: cairn_model::Time,
 }
 
 fn json_response(v: &Value) -> Response {
@@ -26,10 +35,180 @@ fn json_response(v: &Value) -> Response {
         .into_response()
 }
 
-async fn state(State(s): State<HttpState>) -> Response {
+async fn state(State(s): State<HttpState>, Query(j): Query<Jsonp>) -> Response {
     match s.handle.snapshot().await {
-        Ok(snapshot) => json_response(&state_json(&snapshot, &s.handle.info, &s.flags)),
+        Ok(snapshot) => answer(&state_json(&snapshot, &s.handle.info, &s.flags), &j),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// Mesos's `?jsonp=callback`: the JSON wrapped in a call.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Jsonp {
+    jsonp: Option<String>,
+}
+
+fn answer(v: &Value, jsonp: &Jsonp) -> Response {
+    match jsonp.jsonp.as_deref() {
+        Some(cb)
+            if !cb.is_empty()
+                && cb
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$') =>
+        {
+            (
+                [(header::CONTENT_TYPE, "text/javascript")],
+                format!(
+                    "{cb}({});",
+                    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+                ),
+            )
+                .into_response()
+        }
+        Some(_) => (StatusCode::BAD_REQUEST, "jsonp: not a callback name\n").into_response(),
+        None => json_response(v),
+    }
+}
+
+async fn snapshot_or_503(s: &HttpState) -> Result<StateSnapshot, Response> {
+    s.handle
+        .snapshot()
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response())
+}
+
+async fn state_summary(State(s): State<HttpState>, Query(j): Query<Jsonp>) -> Response {
+    match snapshot_or_503(&s).await {
+        Ok(snap) => answer(&operator::state_summary(&snap, &s.handle.info), &j),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ListQuery {
+    jsonp: Option<String>,
+    framework_id: Option<String>,
+    slave_id: Option<String>,
+}
+
+async fn frameworks(State(s): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
+    match snapshot_or_503(&s).await {
+        Ok(snap) => answer(
+            &operator::frameworks(&snap, q.framework_id.as_deref()),
+            &Jsonp { jsonp: q.jsonp },
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn slaves(State(s): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
+    match snapshot_or_503(&s).await {
+        Ok(snap) => answer(
+            &operator::slaves(&snap, q.slave_id.as_deref()),
+            &Jsonp { jsonp: q.jsonp },
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn tasks(
+    State(s): State<HttpState>,
+    Query(q): Query<operator::TasksQuery>,
+    Query(j): Query<Jsonp>,
+) -> Response {
+    match snapshot_or_503(&s).await {
+        Ok(snap) => match operator::tasks(&snap, &q) {
+            Ok(v) => answer(&v, &j),
+            Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn roles(State(s): State<HttpState>, Query(j): Query<Jsonp>) -> Response {
+    match snapshot_or_503(&s).await {
+        Ok(snap) => answer(&operator::roles(&snap, &s.weights), &j),
+        Err(r) => r,
+    }
+}
+
+async fn metrics_snapshot(State(s): State<HttpState>, Query(j): Query<Jsonp>) -> Response {
+    match s.handle.summary().await {
+        Ok(m) => {
+            let uptime = cairn_model::Time::now()
+                .saturating_since(s.started)
+                .as_secs_f64();
+            answer(&operator::metrics_snapshot(&m, true, uptime), &j)
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// `/redirect` on the leader: to itself (standbys answer in the front door).
+async fn redirect(State(s): State<HttpState>) -> Response {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(
+            header::LOCATION,
+            format!("//{}:{}", s.handle.info.hostname, s.handle.info.port),
+        )],
+    )
+        .into_response()
+}
+
+/// `POST /api/v1`: the v1 operator API, JSON.
+async fn operator_api(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match json_type.as_deref() {
+        None => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Content-Type' to be present\n",
+            )
+                .into_response();
+        }
+        Some("application/json") => {}
+        Some(other) => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Expecting 'Content-Type' of application/json, not {other:?}\n"),
+            )
+                .into_response();
+        }
+    }
+    let call: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse body into JSON: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let Some(ty) = call.get("type").and_then(Value::as_str) else {
+        return (StatusCode::BAD_REQUEST, "Missing required fields: type\n").into_response();
+    };
+    let snap = match snapshot_or_503(&s).await {
+        Ok(snap) => snap,
+        Err(r) => return r,
+    };
+    match operator::operator_call(ty, &snap, &s.handle.info, &s.flags) {
+        Some(v) => json_response(&v),
+        None => (
+            StatusCode::NOT_IMPLEMENTED,
+            format!("Cairn does not support the operator call {ty} yet\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -65,10 +244,20 @@ async fn index() -> Response {
 const ENDPOINTS: &[&str] = &[
     "/state",
     "/state.json",
+    "/state-summary",
+    "/frameworks",
+    "/slaves",
+    "/tasks",
+    "/tasks.json",
+    "/roles",
+    "/roles.json",
+    "/redirect",
+    "/metrics/snapshot",
     "/health",
     "/version",
     "/flags",
     "/api/v1/scheduler",
+    "/api/v1",
 ];
 
 /// Mesos's (libprocess's) routing rules, for HTTP paths: a trailing `/` is
@@ -104,6 +293,19 @@ pub fn router(http_state: HttpState) -> Router {
             .route(&format!("{prefix}/health"), get(health))
             .route(&format!("{prefix}/version"), get(version))
             .route(&format!("{prefix}/flags"), get(flags))
+            .route(&format!("{prefix}/state-summary"), get(state_summary))
+            .route(&format!("{prefix}/frameworks"), get(frameworks))
+            .route(&format!("{prefix}/slaves"), get(slaves))
+            .route(&format!("{prefix}/tasks"), get(tasks))
+            .route(&format!("{prefix}/tasks.json"), get(tasks))
+            .route(&format!("{prefix}/roles"), get(roles))
+            .route(&format!("{prefix}/roles.json"), get(roles))
+            .route(&format!("{prefix}/redirect"), get(redirect))
+            .route(&format!("{prefix}/metrics/snapshot"), get(metrics_snapshot))
+            .route(
+                &format!("{prefix}/api/v1"),
+                axum::routing::post(operator_api),
+            )
             .route(
                 &format!("{prefix}/api/v1/scheduler"),
                 axum::routing::post(crate::mesos_scheduler::scheduler),

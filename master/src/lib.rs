@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 pub mod mesos_json;
 pub mod mesos_scheduler;
+pub mod operator;
 pub mod registry_store;
 pub mod state_json;
 pub mod zk;
@@ -444,7 +445,20 @@ fn app(handle: driver::Handle, flags: Arc<serde_json::Value>) -> Router {
         handle: handle.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let http = http::router(http::HttpState { handle, flags });
+    let weights = flags["weights"]
+        .as_object()
+        .map(|w| {
+            w.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let http = http::router(http::HttpState {
+        handle,
+        flags,
+        weights: Arc::new(weights),
+        started: Time::now(),
+    });
     // tonic services take tonic's body type; axum hands them its own.
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);
     let routes = http.route_service(

@@ -588,7 +588,7 @@ fn ranges_json(r: &pb::Ranges) -> Value {
     json!({"range": r.ranges.iter().map(|r| json!({"begin": r.begin, "end": r.end})).collect::<Vec<_>>()})
 }
 
-fn resource_json(r: &pb::Resource, role: &str) -> Value {
+pub fn resource_json(r: &pb::Resource, role: &str) -> Value {
     use pb::resource::Value as R;
     let mut out = json!({"name": r.name, "role": "*"});
     if !role.is_empty() {
