@@ -45,11 +45,15 @@ struct PyScheduler {
 
 impl PyScheduler {
     fn start(master: &str, tasks: usize, command: &str) -> PyScheduler {
+        Self::start_with(master, tasks, &[("COMMAND", command)])
+    }
+
+    fn start_with(master: &str, tasks: usize, env: &[(&str, &str)]) -> PyScheduler {
         let mut child = Command::new(python())
             .arg(script("pymesos_scheduler.py"))
             .env("MASTER", master)
             .env("TASKS", tasks.to_string())
-            .env("COMMAND", command)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -667,4 +671,67 @@ async fn operator_endpoints_answer_in_mesos_shapes_and_routes() {
             .0,
         400
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pymesos_custom_executor_runs_five_tasks_and_shuts_down_with_its_framework() {
+    let mut cluster = Cluster::start(ClusterSpec {
+        master_args: vec!["--allocation-interval".into(), "100ms".into()],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let executor = format!(
+        "{} {}",
+        python().display(),
+        script("pymesos_executor.py").display()
+    );
+    let mut py = PyScheduler::start_with(
+        &cluster.master_addr,
+        5,
+        &[("EXECUTOR", executor.as_str()), ("TASK_MEM", "128")],
+    );
+    wait_for(T, "5 tasks to finish in the custom executor", || {
+        let ok = all_finished(&py.states(), 5);
+        async move { ok.then_some(()) }
+    })
+    .await;
+    assert!(py.events("error").is_empty(), "{:?}", py.events("error"));
+    // One executor process ran them all.
+    let messages: std::collections::BTreeSet<String> = py
+        .events("update")
+        .iter()
+        .filter(|u| u["state"] == "TASK_FINISHED")
+        .map(|u| u["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.starts_with("ran in executor pid ")),
+        "{messages:?}"
+    );
+    for (task, states) in py.states() {
+        assert_eq!(states, ["TASK_RUNNING", "TASK_FINISHED"], "{task}");
+    }
+    let executor_pids = || cluster.task_pids("python3", "pymesos_executor.py");
+    assert_eq!(executor_pids().len(), 1, "the executor runs");
+
+    // TEARDOWN: the agent tells the executor to shut down; pymesos's
+    // executor then kills its own process group, which is its own session,
+    // not the agent's.
+    py.stop().await;
+    wait_for(T, "the executor to be gone", || {
+        let gone = executor_pids().is_empty();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(
+        cluster.agents[0].proc.child.try_wait().unwrap().is_none(),
+        "the agent survives"
+    );
+    wait_for(T, "the agent to stay registered and active", || async {
+        let s = cluster.state().await;
+        (s["activated_slaves"] == 1).then_some(())
+    })
+    .await;
 }

@@ -479,7 +479,7 @@ impl Driver {
             .map(ToString::to_string)
             .unwrap_or_default();
         let sandbox_str = sandbox.display().to_string();
-        let env = vec![
+        let mut env = vec![
             (
                 "MESOS_AGENT_ENDPOINT".into(),
                 self.exec.agent_endpoint.clone(),
@@ -505,10 +505,29 @@ impl Driver {
             ("CAIRN_CONTAINER_ID".into(), spec.container_id.to_string()),
             ("CAIRN_TASK_USER".into(), spec.user.clone()),
         ];
+        // The command executor (this binary), or the framework's own
+        // executor command, run as Mesos runs it.
+        let (program, args) = match &spec.command {
+            None => (self.exec.program.clone(), self.exec.args.clone()),
+            Some(c) => {
+                env.extend(c.environment.iter().cloned());
+                if c.shell {
+                    (
+                        std::path::PathBuf::from("/bin/sh"),
+                        vec!["-c".to_string(), c.value.clone()],
+                    )
+                } else {
+                    (
+                        std::path::PathBuf::from(&c.value),
+                        c.arguments.iter().skip(1).cloned().collect(),
+                    )
+                }
+            }
+        };
         let container = ContainerSpec {
             container_id: spec.container_id.clone(),
-            program: self.exec.program.clone(),
-            args: self.exec.args.clone(),
+            program,
+            args,
             env,
             sandbox,
             resources: spec.resources.clone(),

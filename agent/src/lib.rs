@@ -11,6 +11,7 @@ pub mod http;
 pub mod isolation;
 pub mod launcher;
 mod master_link;
+pub mod mesos_executor;
 pub mod resources;
 pub mod usage;
 
@@ -266,7 +267,17 @@ pub async fn serve(
             handle: handle.clone(),
         });
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);
-    let app = http::router(http_state).route_service(
+    let door = mesos_executor::ExecutorDoor {
+        handle: handle.clone(),
+        subscribed: mesos_executor::Subscribed::default(),
+        endpoint: addr.to_string(),
+        hostname: hostname.clone(),
+    };
+    let mesos = axum::routing::post(mesos_executor::executor_api).with_state(door);
+    let app = http::router(http_state)
+        .route("/api/v1/executor", mesos.clone())
+        .route("/slave(1)/api/v1/executor", mesos)
+        .route_service(
         &format!(
             "/{}/{{*rest}}",
             <pb::executor_link_server::ExecutorLinkServer<executor_api::ExecutorLinkService> as tonic::server::NamedService>::NAME

@@ -153,6 +153,8 @@ impl TaskBuilder {
             },
             labels: self.labels,
             network: self.network,
+            executor: None,
+            data: Vec::new(),
         })
     }
 }

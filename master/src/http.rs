@@ -158,32 +158,12 @@ async fn redirect(State(s): State<HttpState>) -> Response {
 
 /// `POST /api/v1`: the v1 operator API, JSON.
 async fn operator_api(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    let json_type = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match json_type.as_deref() {
-        None => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "Expecting 'Content-Type' to be present\n",
-            )
-                .into_response();
-        }
-        Some("application/json") => {}
-        Some(other) => {
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Expecting 'Content-Type' of application/json, not {other:?}\n"),
-            )
-                .into_response();
-        }
+        .map(|v| v.to_str().unwrap_or("?"));
+    if let Err((code, message)) = cairn_model::mesos_json::check_json_content_type(content_type) {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        return (code, format!("{message}\n")).into_response();
     }
     let call: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

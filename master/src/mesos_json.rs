@@ -13,6 +13,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use cairn_proto as pb;
 use serde_json::{Map, Value, json};
 
+pub use cairn_model::mesos_json::{
+    ascii_json, attribute_json, id_json, ranges_json, record, resource_json, task_status_json,
+};
+
 use crate::driver::MasterInfo;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -111,10 +115,6 @@ fn opt_id(v: &Value, key: &str, field: &str) -> Result<String> {
         .map(|x| id(x, &format!("{field}.{key}")))
         .transpose()
         .map(Option::unwrap_or_default)
-}
-
-fn id_json(value: &str) -> Value {
-    json!({ "value": value })
 }
 
 // ---------------------------------------------------------------------------
@@ -521,14 +521,9 @@ fn task_info(v: &Value, field: &str) -> Result<pb::TaskInfo> {
             })
             .collect::<Result<_>>()?,
     };
-    let command = match (get(v, "command"), get(v, "executor")) {
-        (Some(c), None) => command_info(c, &format!("{field}.command"))?,
-        (None, Some(_)) => {
-            return Err(invalid(
-                &format!("{field}.executor"),
-                "custom executors are not supported yet; use a command",
-            ));
-        }
+    let (command, executor) = match (get(v, "command"), get(v, "executor")) {
+        (Some(c), None) => (Some(command_info(c, &format!("{field}.command"))?), None),
+        (None, Some(e)) => (None, Some(executor_info(e, &format!("{field}.executor"))?)),
         (Some(_), Some(_)) => {
             return Err(invalid(
                 field,
@@ -537,17 +532,58 @@ fn task_info(v: &Value, field: &str) -> Result<pb::TaskInfo> {
         }
         (None, None) => return Err(MesosJsonError::Missing(format!("{field}.command"))),
     };
+    let data = get(v, "data")
+        .map(|d| {
+            let f = format!("{field}.data");
+            B64.decode(string(d, &f)?.as_bytes())
+                .map_err(|e| invalid(&f, format!("not base64: {e}")))
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(pb::TaskInfo {
         task_id,
         name: opt_string(v, "name", field)?,
         agent_id: id(req(v, "agent_id", field)?, &format!("{field}.agent_id"))?,
         resources: resources(v, "resources", field)?,
-        command: Some(command),
+        command,
+        executor,
+        data,
         kill_policy: get(v, "kill_policy")
             .map(|p| kill_policy(p, &format!("{field}.kill_policy")))
             .transpose()?,
         labels,
         network: pb::NetworkMode::NetworkHost as i32,
+    })
+}
+
+/// An ExecutorInfo: its id and the command that starts it. What Cairn does
+/// not support (container images, other executor types) is refused by name
+/// rather than ignored.
+fn executor_info(v: &Value, field: &str) -> Result<pb::ExecutorInfo> {
+    if let Some(t) = get(v, "type").and_then(Value::as_str)
+        && t != "CUSTOM"
+    {
+        return Err(invalid(
+            &format!("{field}.type"),
+            format!("{t} executors are not supported; use CUSTOM"),
+        ));
+    }
+    if get(v, "container").is_some() {
+        return Err(invalid(
+            &format!("{field}.container"),
+            "container images are not supported",
+        ));
+    }
+    Ok(pb::ExecutorInfo {
+        executor_id: id(
+            req(v, "executor_id", field)?,
+            &format!("{field}.executor_id"),
+        )?,
+        name: opt_string(v, "name", field)?,
+        command: Some(command_info(
+            req(v, "command", field)?,
+            &format!("{field}.command"),
+        )?),
     })
 }
 
@@ -584,59 +620,6 @@ pub fn master_info(info: &MasterInfo) -> Value {
     })
 }
 
-fn ranges_json(r: &pb::Ranges) -> Value {
-    json!({"range": r.ranges.iter().map(|r| json!({"begin": r.begin, "end": r.end})).collect::<Vec<_>>()})
-}
-
-pub fn resource_json(r: &pb::Resource, role: &str) -> Value {
-    use pb::resource::Value as R;
-    let mut out = json!({"name": r.name, "role": "*"});
-    if !role.is_empty() {
-        out["allocation_info"] = json!({"role": role});
-    }
-    match &r.value {
-        Some(R::Scalar(s)) => {
-            out["type"] = json!("SCALAR");
-            out["scalar"] = json!({"value": s});
-        }
-        Some(R::Ranges(rs)) => {
-            out["type"] = json!("RANGES");
-            out["ranges"] = ranges_json(rs);
-        }
-        Some(R::Set(s)) => {
-            out["type"] = json!("SET");
-            out["set"] = json!({"item": s.items});
-        }
-        None => {}
-    }
-    out
-}
-
-fn attribute_json(a: &pb::Attribute) -> Value {
-    use pb::attribute::Value as A;
-    let mut out = json!({"name": a.name});
-    match &a.value {
-        Some(A::Scalar(s)) => {
-            out["type"] = json!("SCALAR");
-            out["scalar"] = json!({"value": s});
-        }
-        Some(A::Ranges(r)) => {
-            out["type"] = json!("RANGES");
-            out["ranges"] = ranges_json(r);
-        }
-        Some(A::Set(s)) => {
-            out["type"] = json!("SET");
-            out["set"] = json!({"item": s.items});
-        }
-        Some(A::Text(t)) => {
-            out["type"] = json!("TEXT");
-            out["text"] = json!({"value": t});
-        }
-        None => {}
-    }
-    out
-}
-
 pub fn offer_json(o: &pb::Offer) -> Value {
     json!({
         "id": id_json(&o.id),
@@ -648,37 +631,6 @@ pub fn offer_json(o: &pb::Offer) -> Value {
         "executor_ids": [],
         "allocation_info": {"role": o.role},
     })
-}
-
-pub fn task_status_json(s: &pb::TaskStatus) -> Value {
-    let state = pb::TaskState::try_from(s.state).map_or("TASK_UNKNOWN", |t| t.as_str_name());
-    let mut out = json!({
-        "task_id": id_json(&s.task_id),
-        "state": state,
-        "source": pb::Source::try_from(s.source).map_or("SOURCE_MASTER", |x| x.as_str_name()),
-        "timestamp": s.timestamp,
-    });
-    if !s.message.is_empty() {
-        out["message"] = json!(s.message);
-    }
-    if let Ok(r) = pb::Reason::try_from(s.reason)
-        && r != pb::Reason::Unspecified
-    {
-        out["reason"] = json!(r.as_str_name());
-    }
-    if !s.agent_id.is_empty() {
-        out["agent_id"] = id_json(&s.agent_id);
-    }
-    if !s.executor_id.is_empty() {
-        out["executor_id"] = id_json(&s.executor_id);
-    }
-    if !s.uuid.is_empty() {
-        out["uuid"] = json!(B64.encode(&s.uuid));
-    }
-    if let Some(h) = s.healthy {
-        out["healthy"] = json!(h);
-    }
-    out
 }
 
 /// A `mesos.v1.scheduler.Event`; `None` for nothing Mesos clients know.
@@ -715,36 +667,6 @@ pub fn event_json(e: &pb::Event, info: &MasterInfo) -> Option<Value> {
         E::Error(err) => json!({"type": "ERROR", "error": {"message": err.message}}),
         E::Heartbeat(_) => json!({"type": "HEARTBEAT"}),
     })
-}
-
-/// One RecordIO record: the payload's length in bytes, a newline, the
-/// payload (compact JSON, ASCII: serde_json escapes nothing it need not, and
-/// Mesos clients read bytes, so non-ASCII text is passed as UTF-8).
-pub fn record(v: &Value) -> bytes::Bytes {
-    let payload = ascii_json(v);
-    bytes::Bytes::from(format!("{}\n{payload}", payload.len()))
-}
-
-/// Compact JSON with every non-ASCII character escaped (`\uXXXX`, UTF-16
-/// surrogate pairs beyond the BMP). Such characters occur only inside
-/// strings, where the escape means the same.
-pub fn ascii_json(v: &Value) -> String {
-    let s = v.to_string();
-    if s.is_ascii() {
-        return s;
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{u:04x}"));
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -846,7 +768,7 @@ mod tests {
         };
         assert_eq!(malformed.len(), 1);
         assert_eq!(malformed[0].0, "T");
-        assert!(malformed[0].1.contains("custom executors"), "{malformed:?}");
+        assert!(malformed[0].1.contains("executor.command"), "{malformed:?}");
         // No task id: nothing to answer for, so the call is refused.
         assert!(
             parse(

@@ -43,36 +43,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// `application/json`, tolerating parameters (`; charset=utf-8`).
-fn media_type(v: &HeaderValue) -> String {
-    v.to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// A refusal: its status and message.
 type Refusal = (StatusCode, String);
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
-    match headers.get(header::CONTENT_TYPE).map(media_type) {
-        None => Err((
-            StatusCode::BAD_REQUEST,
-            "Expecting 'Content-Type' to be present".into(),
-        )),
-        Some(t) if t == "application/json" => Ok(()),
-        Some(t) if t == "application/x-protobuf" => Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Cairn takes application/json here; protobuf encoding is not supported".into(),
-        )),
-        Some(t) => Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Expecting 'Content-Type' of application/json, not {t:?}"),
-        )),
-    }
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?"));
+    cairn_model::mesos_json::check_json_content_type(value).map_err(|(code, message)| {
+        (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+            message,
+        )
+    })
 }
 
 /// SUBSCRIBE's `Accept`: none, JSON or a wildcard.
@@ -237,7 +220,8 @@ async fn subscribe(s: HttpState, req: cairn_proto::SubscribeRequest) -> Response
         _ => None,
     };
     let info = handle.info.clone();
-    let format = move |e: &Event| event_json(&event_to_pb(e, &info), &info).map(|v| record(&v));
+    let format =
+        move |e: &Event| event_json(&event_to_pb(e, &info), &info).map(|v| Bytes::from(record(&v)));
     let mut head: Vec<Bytes> = format(&first).into_iter().collect();
     if stream_id.is_some() {
         // Mesos starts the heartbeats right after SUBSCRIBED.

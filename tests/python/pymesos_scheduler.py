@@ -15,7 +15,9 @@ from pymesos import MesosSchedulerDriver, Scheduler
 
 TASKS = int(os.environ.get("TASKS", "20"))
 COMMAND = os.environ.get("COMMAND", "echo hello from $MESOS_TASK_ID")
-CPUS, MEM = 0.1, 32.0
+# When set, tasks run in this custom executor (one process for them all).
+EXECUTOR = os.environ.get("EXECUTOR")
+CPUS, MEM = 0.1, float(os.environ.get("TASK_MEM", "32"))
 TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST",
             "TASK_ERROR", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR"}
 
@@ -49,7 +51,12 @@ class Launcher(Scheduler):
                     task.task_id.value = "py-%d" % i
                     task.agent_id.value = offer.agent_id.value
                     task.name = "py-%d" % i
-                    task.command.value = COMMAND
+                    if EXECUTOR:
+                        task.executor.executor_id.value = "pyexec"
+                        task.executor.name = "pymesos executor"
+                        task.executor.command.value = EXECUTOR
+                    else:
+                        task.command.value = COMMAND
                     task.resources = [
                         dict(name="cpus", type="SCALAR", scalar={"value": CPUS}),
                         dict(name="mem", type="SCALAR", scalar={"value": MEM}),

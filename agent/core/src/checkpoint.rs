@@ -131,10 +131,12 @@ impl Agent {
             } => {
                 let key = (framework_id.clone(), executor_id.clone());
                 self.containers.insert(container_id.clone(), key.clone());
+                let custom = task.executor.is_some();
                 let e = self.executors.entry(key).or_insert_with(|| Executor {
                     id: executor_id,
                     framework_id,
                     container_id,
+                    custom,
                     state: ExecState::Disconnected,
                     tasks: BTreeMap::new(),
                     registration_deadline: None,

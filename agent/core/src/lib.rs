@@ -24,8 +24,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_model::{
-    AgentId, ContainerId, ExecutorId, FrameworkId, FrameworkInfo, Network, Reason, Resources,
-    Source, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus, Time,
+    AgentId, CommandInfo, ContainerId, ExecutorId, FrameworkId, FrameworkInfo, Network, Reason,
+    Resources, Source, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus, Time,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -197,6 +197,8 @@ pub struct LaunchSpec {
     pub user: String,
     pub network: Network,
     pub shutdown_grace: Duration,
+    /// The framework's executor command; `None` for the command executor.
+    pub command: Option<CommandInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -248,6 +250,9 @@ struct Executor {
     id: ExecutorId,
     framework_id: FrameworkId,
     container_id: ContainerId,
+    /// The framework's own executor (many tasks, lives until shut down),
+    /// not the command executor of one task.
+    custom: bool,
     state: ExecState,
     tasks: BTreeMap<TaskId, TaskRecord>,
     registration_deadline: Option<Time>,
@@ -625,7 +630,7 @@ impl Agent {
     /// The user a task runs as: its command's, else its framework's, else
     /// the agent's default ("" runs it as the agent's own user).
     fn task_user(&self, framework: &FrameworkInfo, task: &TaskInfo) -> String {
-        task.command
+        task.runnable()
             .user
             .clone()
             .filter(|u| !u.is_empty())
@@ -637,8 +642,12 @@ impl Agent {
         let Some(framework_id) = framework.id.clone() else {
             return;
         };
-        // A command task's executor is named after the task.
-        let executor_id = ExecutorId::new(task.task_id.as_str());
+        // A command task's executor is named after the task; a framework's
+        // executor has its own id, shared by the tasks it runs.
+        let executor_id = task.executor.as_ref().map_or_else(
+            || ExecutorId::new(task.task_id.as_str()),
+            |e| e.executor_id.clone(),
+        );
         // The same task again while it runs (a master re-sending a launch):
         // it is already here, and an answer would land on its updates.
         if self
@@ -655,7 +664,7 @@ impl Agent {
                 Reason::AgentRestarted,
                 "The agent is shutting down".to_string(),
             ))
-        } else if let Some(problem) = task.command.problem() {
+        } else if let Some(problem) = task.runnable().problem() {
             Some((
                 TaskState::Failed,
                 Reason::ContainerLaunchFailed,
@@ -668,14 +677,24 @@ impl Agent {
                 "Running tasks as root is not allowed on this agent (it was started without --allow-root-tasks)"
                     .to_string(),
             ))
-        } else if self
+        } else if let Some(e) = self
             .executors
-            .contains_key(&(framework_id.clone(), executor_id.clone()))
+            .get(&(framework_id.clone(), executor_id.clone()))
+            .filter(|e| {
+                !(e.custom
+                    && task.executor.is_some()
+                    && e.failure.is_none()
+                    && e.destroy_at.is_none())
+            })
         {
             Some((
                 TaskState::Failed,
                 Reason::ContainerLaunchFailed,
-                format!("An executor named {executor_id} is still running"),
+                if e.custom {
+                    format!("Executor {executor_id} is shutting down")
+                } else {
+                    format!("An executor named {executor_id} is still running")
+                },
             ))
         } else if self.updates.has_stream(&framework_id, &task.task_id)
             || self
@@ -718,6 +737,38 @@ impl Agent {
             }
             return;
         }
+        let key = (framework_id.clone(), executor_id.clone());
+        if let Some(e) = self.executors.get_mut(&key) {
+            // The framework's executor runs already: the task joins it.
+            self.outputs.push_back(Output::Checkpoint(Checkpoint::Task {
+                framework_id: framework_id.clone(),
+                executor_id: executor_id.clone(),
+                container_id: e.container_id.clone(),
+                task: task.clone(),
+                state: TaskState::Staging,
+            }));
+            let queued = !matches!(e.state, ExecState::Running(_));
+            if let ExecState::Running(conn) = e.state {
+                self.outputs.push_back(Output::ToExecutor {
+                    conn,
+                    command: ExecutorCommand::Launch {
+                        task: task.clone(),
+                        framework: framework.clone(),
+                    },
+                });
+            }
+            e.tasks.insert(
+                task.task_id.clone(),
+                TaskRecord {
+                    info: task,
+                    state: TaskState::Staging,
+                    queued,
+                    kill_requested: false,
+                    last_uuid: None,
+                },
+            );
+            return;
+        }
         self.next_container += 1;
         let suffix: u32 = self.rng.random();
         let container_id = ContainerId::new(format!("c{}-{suffix:08x}", self.next_container));
@@ -737,8 +788,9 @@ impl Agent {
             user,
             network: task.network,
             shutdown_grace: self.config.executor_shutdown_grace,
+            command: task.executor.as_ref().map(|e| e.command.clone()),
         };
-        let key = (framework_id.clone(), executor_id.clone());
+        let custom = task.executor.is_some();
         self.outputs.push_back(Output::Checkpoint(Checkpoint::Task {
             framework_id: framework_id.clone(),
             executor_id: executor_id.clone(),
@@ -763,6 +815,7 @@ impl Agent {
                 id: executor_id,
                 framework_id,
                 container_id: container_id.clone(),
+                custom,
                 state: ExecState::Launching,
                 tasks,
                 registration_deadline: Some(now + self.config.executor_registration_timeout),
@@ -1000,8 +1053,13 @@ impl Agent {
             }
             return;
         }
-        let deadline = now + grace + escalation;
-        e.destroy_at = Some(e.destroy_at.map_or(deadline, |d| d.min(deadline)));
+        // A command executor runs one task: if the task outlives its grace,
+        // the container goes. A framework's executor runs others too; it
+        // is asked, and answers for the task itself.
+        if !e.custom {
+            let deadline = now + grace + escalation;
+            e.destroy_at = Some(e.destroy_at.map_or(deadline, |d| d.min(deadline)));
+        }
         if let ExecState::Running(conn) = e.state {
             self.outputs.push_back(Output::ToExecutor {
                 conn,

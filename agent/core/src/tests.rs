@@ -26,6 +26,8 @@ fn task(id: &str) -> TaskInfo {
         kill_policy: KillPolicy::default(),
         labels: vec![],
         network: cairn_model::Network::Host,
+        executor: None,
+        data: Vec::new(),
     }
 }
 

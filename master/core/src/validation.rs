@@ -34,7 +34,7 @@ pub(crate) fn launch_problem(
             task.resources, remaining
         ));
     }
-    if let Some(problem) = task.command.problem() {
+    if let Some(problem) = task.runnable().problem() {
         return Some(format!("Invalid command: {problem}"));
     }
     None
@@ -56,6 +56,8 @@ mod tests {
             kill_policy: KillPolicy::default(),
             labels: vec![],
             network: cairn_model::Network::Host,
+            executor: None,
+            data: Vec::new(),
         }
     }
 

@@ -11,9 +11,9 @@ use cairn_proto as pb;
 
 use crate::{
     AgentId, AgentInfo, Attribute, AttributeValue, Capability, CommandInfo, ContainerId,
-    ExecutorId, ExecutorUsage, FrameworkId, FrameworkInfo, KillPolicy, ModelError, Network, Offer,
-    OfferId, RangeSet, Reason, ResourceName, Resources, Role, Scalar, Source, StatusUuid, TaskId,
-    TaskInfo, TaskState, TaskStatus, Time,
+    ExecutorId, ExecutorInfo, ExecutorUsage, FrameworkId, FrameworkInfo, KillPolicy, ModelError,
+    Network, Offer, OfferId, RangeSet, Reason, ResourceName, Resources, Role, Scalar, Source,
+    StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus, Time,
 };
 
 /// Longest failover timeout accepted (ten years); longer values are clamped.
@@ -351,6 +351,10 @@ pub fn kill_policy_to_pb(k: &KillPolicy) -> pb::KillPolicy {
     }
 }
 
+/// Largest `TaskInfo.data` accepted (Mesos sets no limit; 1 MiB is far
+/// beyond what executors are handed in practice).
+const MAX_TASK_DATA: usize = 1024 * 1024;
+
 pub fn task_info_from_pb(field: &str, t: &pb::TaskInfo) -> Result<TaskInfo, ModelError> {
     check_len(&format!("{field}.labels"), &t.labels)?;
     Ok(TaskInfo {
@@ -358,7 +362,37 @@ pub fn task_info_from_pb(field: &str, t: &pb::TaskInfo) -> Result<TaskInfo, Mode
         name: t.name.chars().take(256).collect(),
         agent_id: AgentId::parse(&format!("{field}.agent_id"), &t.agent_id)?,
         resources: resources_from_pb(&format!("{field}.resources"), &t.resources)?,
-        command: command_from_pb(&format!("{field}.command"), t.command.as_ref())?,
+        command: match (&t.command, &t.executor) {
+            (None, Some(_)) => CommandInfo::shell(""),
+            (c, _) => command_from_pb(&format!("{field}.command"), c.as_ref())?,
+        },
+        executor: t
+            .executor
+            .as_ref()
+            .map(|e| {
+                Ok::<_, ModelError>(ExecutorInfo {
+                    executor_id: ExecutorId::parse(
+                        &format!("{field}.executor.executor_id"),
+                        &e.executor_id,
+                    )?,
+                    name: e.name.chars().take(256).collect(),
+                    command: command_from_pb(
+                        &format!("{field}.executor.command"),
+                        e.command.as_ref(),
+                    )?,
+                })
+            })
+            .transpose()?,
+        data: {
+            if t.data.len() > MAX_TASK_DATA {
+                return Err(ModelError::invalid(
+                    format!("{field}.data"),
+                    format!("{} bytes", t.data.len()),
+                    format!("at most {MAX_TASK_DATA}"),
+                ));
+            }
+            t.data.clone()
+        },
         kill_policy: kill_policy_from_pb(t.kill_policy.as_ref()),
         labels: t
             .labels
@@ -385,7 +419,13 @@ pub fn task_info_to_pb(t: &TaskInfo) -> pb::TaskInfo {
         name: t.name.clone(),
         agent_id: t.agent_id.to_string(),
         resources: resources_to_pb(&t.resources),
-        command: Some(command_to_pb(&t.command)),
+        command: t.executor.is_none().then(|| command_to_pb(&t.command)),
+        executor: t.executor.as_ref().map(|e| pb::ExecutorInfo {
+            executor_id: e.executor_id.to_string(),
+            name: e.name.clone(),
+            command: Some(command_to_pb(&e.command)),
+        }),
+        data: t.data.clone(),
         kill_policy: Some(kill_policy_to_pb(&t.kill_policy)),
         labels: t
             .labels

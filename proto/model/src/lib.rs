@@ -8,6 +8,8 @@ pub mod convert;
 mod error;
 mod framework;
 mod ids;
+#[cfg(feature = "mesos-json")]
+pub mod mesos_json;
 mod offer;
 pub mod resources;
 #[cfg(feature = "runtime")]
@@ -25,8 +27,8 @@ pub use ids::{AgentId, ContainerId, ExecutorId, FrameworkId, OfferId, StatusUuid
 pub use offer::Offer;
 pub use resources::{RangeSet, ResourceName, Resources, Scalar};
 pub use task::{
-    CommandInfo, InvalidTransition, KillPolicy, Network, Reason, Source, TaskInfo, TaskState,
-    TaskStatus,
+    CommandInfo, ExecutorInfo, InvalidTransition, KillPolicy, Network, Reason, Source, TaskInfo,
+    TaskState, TaskStatus,
 };
 pub use time::Time;
 pub use usage::ExecutorUsage;

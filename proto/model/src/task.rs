@@ -334,6 +334,15 @@ pub enum Network {
     None,
 }
 
+/// A framework's own executor: one process runs every task that names it
+/// (on one agent), over the Mesos executor API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutorInfo {
+    pub executor_id: ExecutorId,
+    pub name: String,
+    pub command: CommandInfo,
+}
+
 /// A task a framework asks to launch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskInfo {
@@ -341,10 +350,23 @@ pub struct TaskInfo {
     pub name: String,
     pub agent_id: AgentId,
     pub resources: Resources,
+    /// What the command executor runs; unused when `executor` is set.
     pub command: CommandInfo,
     pub kill_policy: KillPolicy,
     pub labels: Vec<(String, String)>,
     pub network: Network,
+    /// The framework's executor that runs this task instead of a command.
+    pub executor: Option<ExecutorInfo>,
+    /// Opaque to Cairn; handed to the executor with the task.
+    pub data: Vec<u8>,
+}
+
+impl TaskInfo {
+    /// What starts this task's executor: the framework's executor command,
+    /// or the task's own command.
+    pub fn runnable(&self) -> &CommandInfo {
+        self.executor.as_ref().map_or(&self.command, |e| &e.command)
+    }
 }
 
 #[cfg(test)]

@@ -360,6 +360,9 @@ impl Master {
             );
             // Staging -> reported state; a repeated state is also fine.
             let _ = task.apply(&status, self.config.max_statuses_per_task);
+            if task.info.executor.is_some() {
+                framework.executor_agents.insert(agent_id.clone());
+            }
             framework.tasks.insert(task_id.clone(), task);
             if let Some(agent) = self.agents.get_mut(agent_id) {
                 agent.used.add(&resources);
@@ -541,6 +544,7 @@ impl Master {
                 unreachable_tasks: Default::default(),
                 completed: Default::default(),
                 offers: Default::default(),
+                executor_agents: Default::default(),
             },
         );
         self.failover_deadlines.insert((deadline, id));

@@ -193,6 +193,9 @@ impl Master {
             let Some(framework) = self.frameworks.get_mut(fw) else {
                 continue;
             };
+            if task.executor.is_some() {
+                framework.executor_agents.insert(agent_id.clone());
+            }
             framework.tasks.insert(
                 task.task_id.clone(),
                 Task::new(task.clone(), fw.clone(), role.clone(), now),

@@ -87,6 +87,7 @@ impl Master {
                     unreachable_tasks: Default::default(),
                     completed: Default::default(),
                     offers: Default::default(),
+                    executor_agents: Default::default(),
                 },
             );
             self.counters.frameworks_subscribed += 1;
@@ -255,11 +256,13 @@ impl Master {
         }
         let offers: Vec<_> = framework.offers.iter().cloned().collect();
         let task_ids: Vec<_> = framework.tasks.keys().cloned().collect();
+        let executor_agents = framework.executor_agents.clone();
         for offer_id in offers {
             self.rescind_offer(now, &offer_id, OfferEvent::Rescind, false);
         }
-        // Tell each agent with its tasks once; the agent kills them all.
-        let mut agents: BTreeSet<AgentId> = BTreeSet::new();
+        // Tell each agent with its tasks or executors once; the agent
+        // kills them all.
+        let mut agents: BTreeSet<AgentId> = executor_agents;
         for task_id in task_ids {
             let Some(task) = self.frameworks.get(id).and_then(|f| f.tasks.get(&task_id)) else {
                 continue;

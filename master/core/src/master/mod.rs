@@ -81,6 +81,10 @@ pub(crate) struct Framework {
     /// Bounded, oldest first.
     pub completed: VecDeque<Task>,
     pub offers: BTreeSet<OfferId>,
+    /// Agents where it launched tasks into its own executors: executors
+    /// outlive their tasks, so these agents hear of its removal even when
+    /// no task of it is left there.
+    pub executor_agents: BTreeSet<AgentId>,
 }
 
 impl Framework {

@@ -376,5 +376,7 @@ pub fn task(id: &str, agent: &AgentId, resources: &str) -> TaskInfo {
         kill_policy: KillPolicy::default(),
         labels: vec![],
         network: cairn_model::Network::Host,
+        executor: None,
+        data: Vec::new(),
     }
 }
