@@ -356,6 +356,50 @@ async fn bad_scheduler_calls_get_the_mesos_status_codes_and_disturb_no_one() {
         400
     );
 
+    // Calls about what Cairn never creates (inverse offers, operation
+    // feedback) are accepted and change nothing; a call Cairn does not
+    // support yet says so.
+    for (ty, body) in [
+        (
+            "DECLINE_INVERSE_OFFERS",
+            serde_json::json!({"decline_inverse_offers": {"inverse_offer_ids": [{"value": "x"}]}}),
+        ),
+        (
+            "ACCEPT_INVERSE_OFFERS",
+            serde_json::json!({"accept_inverse_offers": {"inverse_offer_ids": [{"value": "x"}]}}),
+        ),
+        (
+            "RECONCILE_OPERATIONS",
+            serde_json::json!({"reconcile_operations": {"operations": []}}),
+        ),
+        ("REQUEST", serde_json::json!({"request": {"requests": []}})),
+        (
+            "SHUTDOWN",
+            serde_json::json!({"shutdown": {"executor_id": {"value": "e"}, "agent_id": {"value": "no-such-agent"}}}),
+        ),
+        (
+            "MESSAGE",
+            serde_json::json!({"message": {"executor_id": {"value": "e"}, "agent_id": {"value": "no-such-agent"}, "data": "aGk="}}),
+        ),
+    ] {
+        assert_eq!(
+            status(post(&url, &[JSON, ("mesos-stream-id", &sid)], &call(ty, body)).await),
+            202,
+            "{ty}"
+        );
+    }
+    assert_eq!(
+        status(
+            post(
+                &url,
+                &[JSON, ("mesos-stream-id", &sid)],
+                &call("UPDATE_FRAMEWORK", Value::Null)
+            )
+            .await
+        ),
+        501
+    );
+
     // Well-formed calls: 202 with an empty body, validated after. An
     // ACCEPT of an offer that does not exist answers with TASK_LOST from
     // the master, with no uuid (never acknowledged).
@@ -713,6 +757,20 @@ async fn a_pymesos_custom_executor_runs_five_tasks_and_shuts_down_with_its_frame
     for (task, states) in py.states() {
         assert_eq!(states, ["TASK_RUNNING", "TASK_FINISHED"], "{task}");
     }
+    // Framework messages, both ways: pymesos sends "ping" to the executor,
+    // which answers "pong:ping".
+    wait_for(
+        T,
+        "the executor's answer to the framework's message",
+        || {
+            let ok = py
+                .events("message")
+                .iter()
+                .any(|m| m["data"] == "pong:ping" && m["executor_id"] == "pyexec");
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
     let executor_pids = || cluster.task_pids("python3", "pymesos_executor.py");
     assert_eq!(executor_pids().len(), 1, "the executor runs");
 

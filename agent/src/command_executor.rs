@@ -239,7 +239,9 @@ impl CommandExecutor {
     ) {
         use pb::executor_event::Event as E;
         match event {
-            E::Subscribed(_) => {}
+            // The command executor runs a command; framework messages have
+            // no one to go to.
+            E::Subscribed(_) | E::Message(_) => {}
             E::Launch(l) => {
                 let task = l.task.as_ref().map(|t| task_info_from_pb("launch.task", t));
                 let killing_state = l

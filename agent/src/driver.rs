@@ -420,6 +420,25 @@ impl Driver {
                 Output::CloseExecutor { conn } => {
                     self.executors.remove(&conn);
                 }
+                Output::MessageToFramework {
+                    framework_id,
+                    executor_id,
+                    data,
+                } => {
+                    if let Some(master) = &self.master {
+                        let msg = pb::AgentMessage {
+                            message: Some(pb::agent_message::Message::FrameworkMessage(
+                                pb::FrameworkMessage {
+                                    framework_id: framework_id.to_string(),
+                                    executor_id: executor_id.to_string(),
+                                    data,
+                                },
+                            )),
+                        };
+                        // Best effort, as in Mesos.
+                        let _ = master.try_send(msg);
+                    }
+                }
             }
         }
     }
@@ -621,6 +640,9 @@ fn executor_event(c: &ExecutorCommand) -> pb::ExecutorEvent {
         ExecutorCommand::Shutdown { grace } => E::Shutdown(pb::ExecutorShutdown {
             grace_period_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         }),
+        ExecutorCommand::Message { data } => {
+            E::Message(pb::ExecutorFrameworkMessage { data: data.clone() })
+        }
     };
     pb::ExecutorEvent { event: Some(event) }
 }

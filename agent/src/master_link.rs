@@ -11,7 +11,7 @@ use cairn_model::convert::{
     task_info_from_pb, task_info_to_pb, task_state_to_pb, usage_to_pb,
 };
 use cairn_model::zk::MasterAddr;
-use cairn_model::{AgentId, AgentInfo, FrameworkId, StatusUuid, TaskId};
+use cairn_model::{AgentId, AgentInfo, ExecutorId, FrameworkId, StatusUuid, TaskId};
 use cairn_proto as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -291,6 +291,27 @@ fn to_input(
                     "shutdown_framework.framework_id",
                     &s.framework_id,
                 )?,
+            },
+            None,
+        ),
+        M::ShutdownExecutor(s) => (
+            Input::ShutdownExecutor {
+                framework_id: FrameworkId::parse(
+                    "shutdown_executor.framework_id",
+                    &s.framework_id,
+                )?,
+                executor_id: ExecutorId::parse("shutdown_executor.executor_id", &s.executor_id)?,
+            },
+            None,
+        ),
+        M::FrameworkMessage(m) => (
+            Input::FrameworkMessage {
+                framework_id: FrameworkId::parse(
+                    "framework_message.framework_id",
+                    &m.framework_id,
+                )?,
+                executor_id: ExecutorId::parse("framework_message.executor_id", &m.executor_id)?,
+                data: m.data,
             },
             None,
         ),

@@ -28,6 +28,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::driver::{CONNECTION_QUEUE, Command, Handle};
 
+/// Largest message an executor may send its framework (the master takes
+/// no more).
+const MAX_MESSAGE_DATA: usize = 1024 * 1024;
+
 /// Subscribed Mesos executors: UPDATE calls arrive on their own requests
 /// and are matched to the executor's stream by its ids.
 pub type Subscribed = Arc<Mutex<HashMap<(FrameworkId, ExecutorId), ExecConn>>>;
@@ -112,6 +116,7 @@ fn event_json(e: &pb::ExecutorEvent) -> Option<Value> {
             "uuid": B64.encode(&a.uuid),
         }}),
         E::Shutdown(_) => json!({"type": "SHUTDOWN"}),
+        E::Message(m) => json!({"type": "MESSAGE", "message": {"data": B64.encode(&m.data)}}),
         // The native link's own greeting; the Mesos one is made here.
         E::Subscribed(_) => return None,
     })
@@ -186,10 +191,45 @@ pub async fn executor_api(
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }
         }
-        Some("MESSAGE") => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "Cairn does not relay executor messages to frameworks yet",
-        ),
+        Some("MESSAGE") => {
+            let conn = door
+                .subscribed
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&(framework_id.clone(), executor_id.clone())).copied());
+            let Some(conn) = conn else {
+                return error(StatusCode::FORBIDDEN, "Executor is not subscribed");
+            };
+            let data = call
+                .get("message")
+                .and_then(|m| m.get("data"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| "Missing required fields: message.data".to_string())
+                .and_then(|d| {
+                    B64.decode(d.as_bytes())
+                        .map_err(|e| format!("message.data: not base64: {e}"))
+                });
+            match data {
+                Ok(data) if data.len() <= MAX_MESSAGE_DATA => {
+                    match door
+                        .handle
+                        .input(Input::ExecutorMessage { conn, data })
+                        .await
+                    {
+                        Ok(()) => StatusCode::ACCEPTED.into_response(),
+                        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"),
+                    }
+                }
+                Ok(data) => error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "message.data: {} bytes; at most {MAX_MESSAGE_DATA}",
+                        data.len()
+                    ),
+                ),
+                Err(e) => error(StatusCode::BAD_REQUEST, e),
+            }
+        }
         Some(other) => error(
             StatusCode::BAD_REQUEST,
             format!("Unknown call type {other:?}"),

@@ -270,6 +270,14 @@ impl SchedulerDriver {
                 scheduler.error(driver, &e.message).await;
                 return Err(SdkError::Master(e.message));
             }
+            E::Message(m) => {
+                if let (Ok(agent), Ok(executor)) = (
+                    AgentId::parse("message.agent_id", &m.agent_id),
+                    ExecutorId::parse("message.executor_id", &m.executor_id),
+                ) {
+                    scheduler.message(driver, &agent, &executor, &m.data).await;
+                }
+            }
             E::Heartbeat(_) => {}
         }
         Ok(None)
@@ -421,6 +429,39 @@ impl Driver {
     pub async fn suppress(&self) -> Result<(), SdkError> {
         self.call(pb::scheduler_call::Call::Suppress(
             pb::scheduler_call::Suppress { roles: vec![] },
+        ))
+        .await
+    }
+
+    /// Sends opaque bytes to one of this framework's executors (best
+    /// effort: not retried, and lost if the executor is not connected).
+    pub async fn message(
+        &self,
+        agent_id: &AgentId,
+        executor_id: &ExecutorId,
+        data: Vec<u8>,
+    ) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Message(
+            pb::scheduler_call::Message {
+                agent_id: agent_id.to_string(),
+                executor_id: executor_id.to_string(),
+                data,
+            },
+        ))
+        .await
+    }
+
+    /// Ends one of this framework's executors on an agent, with its tasks.
+    pub async fn shutdown_executor(
+        &self,
+        agent_id: &AgentId,
+        executor_id: &ExecutorId,
+    ) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::Shutdown(
+            pb::scheduler_call::Shutdown {
+                executor_id: executor_id.to_string(),
+                agent_id: agent_id.to_string(),
+            },
         ))
         .await
     }

@@ -98,6 +98,17 @@ pub trait Scheduler: Send {
         async {}
     }
 
+    /// Opaque bytes from one of the framework's executors.
+    fn message(
+        &mut self,
+        _driver: &Driver,
+        _agent_id: &AgentId,
+        _executor_id: &ExecutorId,
+        _data: &[u8],
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The master reported an error (for example, the framework was removed).
     fn error(&mut self, _driver: &Driver, _message: &str) -> impl Future<Output = ()> + Send {
         async {}

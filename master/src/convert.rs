@@ -9,12 +9,16 @@ use cairn_model::convert::{
     task_state_from_pb, task_status_from_pb, task_status_to_pb,
 };
 use cairn_model::{
-    AgentId, AgentInfo, FrameworkId, FrameworkInfo, ModelError, OfferId, Role, Source, StatusUuid,
-    TaskId, TaskStatus,
+    AgentId, AgentInfo, ExecutorId, FrameworkId, FrameworkInfo, ModelError, OfferId, Role, Source,
+    StatusUuid, TaskId, TaskStatus,
 };
 use cairn_proto as pb;
 
 use crate::driver::MasterInfo;
+
+/// Largest framework message (either way) accepted, as Mesos's messages
+/// travel in one protobuf: 1 MiB.
+pub const MAX_MESSAGE_DATA: usize = 1024 * 1024;
 
 /// Most offers, operations, tasks or reconciliation entries in one call.
 const MAX_CALL_ITEMS: usize = 10_000;
@@ -156,6 +160,24 @@ pub fn call_from_pb(c: &pb::SchedulerCall) -> Result<(FrameworkId, String, Call)
             uuid: StatusUuid::from_slice("acknowledge.uuid", &a.uuid)?,
         },
         Some(C::Teardown(_)) => Call::Teardown,
+        Some(C::Shutdown(s)) => Call::Shutdown {
+            executor_id: ExecutorId::parse("shutdown.executor_id", &s.executor_id)?,
+            agent_id: AgentId::parse("shutdown.agent_id", &s.agent_id)?,
+        },
+        Some(C::Message(m)) => {
+            if m.data.len() > MAX_MESSAGE_DATA {
+                return Err(ModelError::InvalidValue {
+                    field: "message.data".into(),
+                    value: format!("{} bytes", m.data.len()),
+                    reason: format!("at most {MAX_MESSAGE_DATA}"),
+                });
+            }
+            Call::Message {
+                agent_id: AgentId::parse("message.agent_id", &m.agent_id)?,
+                executor_id: ExecutorId::parse("message.executor_id", &m.executor_id)?,
+                data: m.data.clone(),
+            }
+        }
     };
     Ok((framework_id, c.stream_id.clone(), call))
 }
@@ -198,6 +220,15 @@ pub fn event_to_pb(e: &Event, info: &MasterInfo) -> pb::Event {
             message: message.clone(),
         }),
         Event::Heartbeat => E::Heartbeat(pb::event::Heartbeat {}),
+        Event::Message {
+            agent_id,
+            executor_id,
+            data,
+        } => E::Message(pb::event::Message {
+            agent_id: agent_id.to_string(),
+            executor_id: executor_id.to_string(),
+            data: data.clone(),
+        }),
     };
     pb::Event {
         epoch: info.epoch,
@@ -243,6 +274,22 @@ pub fn agent_command_to_pb(c: &AgentCommand, info: &MasterInfo) -> pb::master_me
                 framework_id: framework_id.to_string(),
             })
         }
+        AgentCommand::ShutdownExecutor {
+            framework_id,
+            executor_id,
+        } => M::ShutdownExecutor(pb::ShutdownExecutor {
+            framework_id: framework_id.to_string(),
+            executor_id: executor_id.to_string(),
+        }),
+        AgentCommand::FrameworkMessage {
+            framework_id,
+            executor_id,
+            data,
+        } => M::FrameworkMessage(pb::FrameworkMessage {
+            framework_id: framework_id.to_string(),
+            executor_id: executor_id.to_string(),
+            data: data.clone(),
+        }),
     }
 }
 

@@ -165,6 +165,40 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                             }
                         }
                     }
+                    Some(pb::agent_message::Message::FrameworkMessage(m)) => {
+                        let ids = cairn_model::FrameworkId::parse(
+                            "framework_message.framework_id",
+                            &m.framework_id,
+                        )
+                        .and_then(|f| {
+                            Ok((
+                                f,
+                                cairn_model::ExecutorId::parse(
+                                    "framework_message.executor_id",
+                                    &m.executor_id,
+                                )?,
+                            ))
+                        });
+                        match ids {
+                            Ok((framework_id, executor_id))
+                                if m.data.len() <= crate::convert::MAX_MESSAGE_DATA =>
+                            {
+                                Input::AgentFrameworkMessage {
+                                    conn,
+                                    framework_id,
+                                    executor_id,
+                                    data: m.data,
+                                }
+                            }
+                            _ => {
+                                tracing::warn!(
+                                    conn = conn.0,
+                                    "malformed framework message from agent dropped"
+                                );
+                                continue;
+                            }
+                        }
+                    }
                     Some(pb::agent_message::Message::Usage(u)) => {
                         let executors: Result<Vec<_>, _> = u
                             .executors

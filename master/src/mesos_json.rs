@@ -152,6 +152,8 @@ impl SchedulerCall {
                 Some(pb::scheduler_call::Call::Reconcile(_)) => "RECONCILE",
                 Some(pb::scheduler_call::Call::Acknowledge(_)) => "ACKNOWLEDGE",
                 Some(pb::scheduler_call::Call::Teardown(_)) => "TEARDOWN",
+                Some(pb::scheduler_call::Call::Shutdown(_)) => "SHUTDOWN",
+                Some(pb::scheduler_call::Call::Message(_)) => "MESSAGE",
                 None => "UNKNOWN",
             },
             SchedulerCall::Ignored(t) | SchedulerCall::NotImplemented(t) => t,
@@ -160,14 +162,17 @@ impl SchedulerCall {
 }
 
 /// Calls Mesos defines that Cairn does not act on yet.
-const NOT_IMPLEMENTED: &[&str] = &[
-    "SHUTDOWN",
-    "MESSAGE",
+const NOT_IMPLEMENTED: &[&str] = &["UPDATE_FRAMEWORK"];
+
+/// Calls about things Cairn never creates: inverse offers (no maintenance
+/// schedules) and operation feedback (only LAUNCH, which has none). Any id
+/// they name is unknown; Mesos ignores unknown ones, and so does Cairn.
+const NOTHING_TO_DO: &[&str] = &[
+    "REQUEST",
     "ACCEPT_INVERSE_OFFERS",
     "DECLINE_INVERSE_OFFERS",
     "ACKNOWLEDGE_OPERATION_STATUS",
     "RECONCILE_OPERATIONS",
-    "UPDATE_FRAMEWORK",
 ];
 
 /// Parses a `mesos.v1.scheduler.Call`.
@@ -268,7 +273,25 @@ pub fn scheduler_call(v: &Value) -> Result<SchedulerCall> {
                 uuid,
             })
         }
-        "REQUEST" => return Ok(SchedulerCall::Ignored(ty)),
+        "SHUTDOWN" => {
+            let sh = req(v, "shutdown", "call")?;
+            C::Shutdown(pb::scheduler_call::Shutdown {
+                executor_id: id(req(sh, "executor_id", "shutdown")?, "shutdown.executor_id")?,
+                agent_id: id(req(sh, "agent_id", "shutdown")?, "shutdown.agent_id")?,
+            })
+        }
+        "MESSAGE" => {
+            let m = req(v, "message", "call")?;
+            let data = string(req(m, "data", "message")?, "message.data")?;
+            C::Message(pb::scheduler_call::Message {
+                agent_id: id(req(m, "agent_id", "message")?, "message.agent_id")?,
+                executor_id: id(req(m, "executor_id", "message")?, "message.executor_id")?,
+                data: B64
+                    .decode(data.as_bytes())
+                    .map_err(|e| invalid("message.data", format!("not base64: {e}")))?,
+            })
+        }
+        t if NOTHING_TO_DO.contains(&t) => return Ok(SchedulerCall::Ignored(ty)),
         t if NOT_IMPLEMENTED.contains(&t) => return Ok(SchedulerCall::NotImplemented(ty)),
         other => return Err(invalid("call.type", format!("unknown call type {other:?}"))),
     };
@@ -666,6 +689,11 @@ pub fn event_json(e: &pb::Event, info: &MasterInfo) -> Option<Value> {
         }
         E::Error(err) => json!({"type": "ERROR", "error": {"message": err.message}}),
         E::Heartbeat(_) => json!({"type": "HEARTBEAT"}),
+        E::Message(m) => json!({"type": "MESSAGE", "message": {
+            "agent_id": id_json(&m.agent_id),
+            "executor_id": id_json(&m.executor_id),
+            "data": B64.encode(&m.data),
+        }}),
     })
 }
 
@@ -750,8 +778,8 @@ mod tests {
             Err(MesosJsonError::Invalid { .. })
         ));
         assert_eq!(
-            parse(r#"{"type":"MESSAGE","framework_id":{"value":"F"}}"#),
-            Ok(SchedulerCall::NotImplemented("MESSAGE".into()))
+            parse(r#"{"type":"UPDATE_FRAMEWORK","framework_id":{"value":"F"}}"#),
+            Ok(SchedulerCall::NotImplemented("UPDATE_FRAMEWORK".into()))
         );
     }
 

@@ -6,7 +6,7 @@ import os
 import threading
 
 from addict import Dict
-from pymesos import Executor, MesosExecutorDriver
+from pymesos import Executor, MesosExecutorDriver, decode_data, encode_data
 
 
 class Runner(Executor):
@@ -23,6 +23,9 @@ class Runner(Executor):
             driver.sendStatusUpdate(update)
 
         threading.Thread(target=run, daemon=True).start()
+
+    def frameworkMessage(self, driver, message):
+        driver.sendFrameworkMessage(encode_data(b"pong:" + decode_data(message)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from addict import Dict
-from pymesos import MesosSchedulerDriver, Scheduler
+from pymesos import MesosSchedulerDriver, Scheduler, decode_data, encode_data
 
 TASKS = int(os.environ.get("TASKS", "20"))
 COMMAND = os.environ.get("COMMAND", "echo hello from $MESOS_TASK_ID")
@@ -73,6 +73,15 @@ class Launcher(Scheduler):
         emit(event="update", task_id=update.task_id.value, state=update.state,
              source=update.get("source"), uuid=update.get("uuid"),
              reason=update.get("reason"), message=update.get("message"))
+        # With a custom executor, the first task's end starts a message
+        # round trip: framework -> executor -> framework.
+        if EXECUTOR and update.task_id.value == "py-0" and update.state == "TASK_FINISHED":
+            driver.sendFrameworkMessage(update.executor_id, update.agent_id,
+                                        encode_data(b"ping"))
+
+    def frameworkMessage(self, driver, executor_id, agent_id, message):
+        emit(event="message", executor_id=executor_id.value,
+             data=decode_data(message).decode())
 
     def error(self, driver, message):
         emit(event="error", message=message)

@@ -160,6 +160,22 @@ pub enum Input {
     },
     /// The agent is stopping: end every executor.
     Shutdown,
+    /// The framework asks to end one of its executors.
+    ShutdownExecutor {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    /// Opaque bytes from the framework for one of its executors.
+    FrameworkMessage {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
+    /// Opaque bytes from an executor for its framework.
+    ExecutorMessage {
+        conn: ExecConn,
+        data: Vec<u8>,
+    },
 }
 
 /// What an executor is told.
@@ -180,6 +196,10 @@ pub enum ExecutorCommand {
     },
     Shutdown {
         grace: Duration,
+    },
+    /// Opaque bytes from its framework.
+    Message {
+        data: Vec<u8>,
     },
 }
 
@@ -222,6 +242,13 @@ pub enum Output {
     },
     CloseExecutor {
         conn: ExecConn,
+    },
+    /// Opaque bytes from an executor for its framework, best effort: sent
+    /// if the master is connected, else dropped (as in Mesos).
+    MessageToFramework {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
     },
 }
 
@@ -501,6 +528,38 @@ impl Agent {
             }
             Input::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(now, &framework_id)
+            }
+            Input::ShutdownExecutor {
+                framework_id,
+                executor_id,
+            } => self.shutdown_executor(now, &(framework_id, executor_id)),
+            Input::FrameworkMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => {
+                // Best effort: an executor that is not connected misses it.
+                if let Some(ExecState::Running(conn)) = self
+                    .executors
+                    .get(&(framework_id, executor_id))
+                    .map(|e| e.state)
+                {
+                    self.outputs.push_back(Output::ToExecutor {
+                        conn,
+                        command: ExecutorCommand::Message { data },
+                    });
+                }
+            }
+            Input::ExecutorMessage { conn, data } => {
+                if let Some((framework_id, executor_id)) = self.exec_conns.get(&conn).cloned()
+                    && !self.removed.contains(&framework_id)
+                {
+                    self.outputs.push_back(Output::MessageToFramework {
+                        framework_id,
+                        executor_id,
+                        data,
+                    });
+                }
             }
             Input::ExecutorSubscribed {
                 conn,

@@ -1113,3 +1113,133 @@ mod recovery_props {
         }
     }
 }
+
+fn executor_task(id: &str) -> TaskInfo {
+    TaskInfo {
+        executor: Some(cairn_model::ExecutorInfo {
+            executor_id: ExecutorId::new("ex"),
+            name: "mine".into(),
+            command: CommandInfo::shell("./my-executor"),
+        }),
+        ..task(id)
+    }
+}
+
+#[test]
+fn a_framework_executor_runs_every_task_naming_it_and_is_asked_not_destroyed() {
+    let mut a = Agent::new(AgentConfig::default(), 1);
+    a.handle(
+        t(0),
+        Input::Registered {
+            agent_id: AgentId::new("a"),
+        },
+    );
+    for id in ["t1", "t2"] {
+        a.handle(
+            t(0),
+            Input::RunTask {
+                framework: framework(),
+                task: executor_task(id),
+            },
+        );
+    }
+    // One container, started with the executor's command; the second task
+    // waits in it for the executor to subscribe.
+    let out = drain(&mut a);
+    let [Output::Launch(spec)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(spec.executor_id.as_str(), "ex");
+    assert_eq!(
+        spec.command.as_ref().map(|c| c.value.as_str()),
+        Some("./my-executor")
+    );
+    let conn = ExecConn(7);
+    a.handle(
+        t(1),
+        Input::ExecutorSubscribed {
+            conn,
+            framework_id: fw(),
+            executor_id: ExecutorId::new("ex"),
+        },
+    );
+    let launched: Vec<_> = drain(&mut a)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::ToExecutor {
+                command: ExecutorCommand::Launch { task, .. },
+                ..
+            } => Some(task.task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched, vec![TaskId::new("t1"), TaskId::new("t2")]);
+    // A third task goes straight to the running executor.
+    a.handle(
+        t(2),
+        Input::RunTask {
+            framework: framework(),
+            task: executor_task("t3"),
+        },
+    );
+    assert!(matches!(
+        drain(&mut a).as_slice(),
+        [Output::ToExecutor { command: ExecutorCommand::Launch { task, .. }, .. }] if task.task_id.as_str() == "t3"
+    ));
+    // A kill asks the executor; the container is not destroyed after the
+    // grace (the executor runs other tasks).
+    a.handle(
+        t(3),
+        Input::KillTask {
+            framework_id: fw(),
+            task_id: TaskId::new("t1"),
+            grace: Some(Duration::from_secs(1)),
+        },
+    );
+    assert!(matches!(
+        drain(&mut a).as_slice(),
+        [Output::ToExecutor {
+            command: ExecutorCommand::Kill { .. },
+            ..
+        }]
+    ));
+    assert_eq!(a.poll_timeout(), None, "no destroy is scheduled");
+    // Messages both ways, and a shutdown asked for by the framework.
+    a.handle(
+        t(4),
+        Input::FrameworkMessage {
+            framework_id: fw(),
+            executor_id: ExecutorId::new("ex"),
+            data: b"hi".to_vec(),
+        },
+    );
+    assert!(matches!(
+        drain(&mut a).as_slice(),
+        [Output::ToExecutor { command: ExecutorCommand::Message { data }, .. }] if data == b"hi"
+    ));
+    a.handle(
+        t(5),
+        Input::ExecutorMessage {
+            conn,
+            data: b"yo".to_vec(),
+        },
+    );
+    assert!(matches!(
+        drain(&mut a).as_slice(),
+        [Output::MessageToFramework { executor_id, data, .. }] if executor_id.as_str() == "ex" && data == b"yo"
+    ));
+    a.handle(
+        t(6),
+        Input::ShutdownExecutor {
+            framework_id: fw(),
+            executor_id: ExecutorId::new("ex"),
+        },
+    );
+    assert!(matches!(
+        drain(&mut a).as_slice(),
+        [Output::ToExecutor {
+            command: ExecutorCommand::Shutdown { .. },
+            ..
+        }]
+    ));
+}

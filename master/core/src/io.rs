@@ -67,6 +67,18 @@ pub enum Call {
         uuid: StatusUuid,
     },
     Teardown,
+    /// End one of the framework's executors (and its tasks) on an agent.
+    Shutdown {
+        executor_id: ExecutorId,
+        agent_id: AgentId,
+    },
+    /// Opaque bytes for one of the framework's executors (best effort, as
+    /// in Mesos: not retried, not acknowledged).
+    Message {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +104,13 @@ pub enum Input {
     AgentUsage {
         conn: ConnId,
         executors: Vec<ExecutorUsage>,
+    },
+    /// Opaque bytes from one of a framework's executors, for the framework.
+    AgentFrameworkMessage {
+        conn: ConnId,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
     },
     /// The agent's session stream ended.
     AgentDisconnected {
@@ -136,6 +155,12 @@ pub enum Event {
     },
     Error(String),
     Heartbeat,
+    /// Opaque bytes from one of the framework's executors.
+    Message {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
 }
 
 /// A message to an agent.
@@ -161,6 +186,15 @@ pub enum AgentCommand {
     },
     /// Kill every task of the framework and forget it.
     ShutdownFramework { framework_id: FrameworkId },
+    ShutdownExecutor {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    FrameworkMessage {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -971,3 +971,44 @@ fn a_subscription_states_its_whole_suppression() {
         "re-subscribing without suppressed roles resumes offers"
     );
 }
+
+#[test]
+fn shutdown_and_messages_reach_the_agent_and_executor_messages_the_framework() {
+    let mut sim = Sim::new(MasterConfig::default());
+    let a = sim.agent("cpus:2;mem:1024");
+    let fw = sim.framework("f");
+    let executor = cairn_model::ExecutorId::new("ex");
+    sim.call(
+        &fw,
+        Call::Shutdown {
+            executor_id: executor.clone(),
+            agent_id: a.id.clone(),
+        },
+    )
+    .unwrap();
+    sim.call(
+        &fw,
+        Call::Message {
+            agent_id: a.id.clone(),
+            executor_id: executor.clone(),
+            data: b"ping".to_vec(),
+        },
+    )
+    .unwrap();
+    let cmds = sim.take_agent(a.conn);
+    assert!(cmds.iter().any(|c| matches!(c, AgentCommand::ShutdownExecutor { executor_id, .. } if *executor_id == executor)), "{cmds:?}");
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, AgentCommand::FrameworkMessage { data, .. } if data == b"ping")),
+        "{cmds:?}"
+    );
+    sim.input(Input::AgentFrameworkMessage {
+        conn: a.conn,
+        framework_id: fw.id.clone(),
+        executor_id: executor.clone(),
+        data: b"pong".to_vec(),
+    })
+    .unwrap();
+    let events = sim.take_events(fw.conn);
+    assert!(events.iter().any(|e| matches!(e, Event::Message { agent_id, data, .. } if *agent_id == a.id && data == b"pong")), "{events:?}");
+}

@@ -53,6 +53,35 @@ impl Master {
             Call::Teardown => {
                 self.remove_framework(now, &framework_id, "torn down by the framework")
             }
+            // To an agent that is not connected, these are dropped (as in
+            // Mesos): a shutdown reaches the executor again with the
+            // framework's removal, and messages are best effort.
+            Call::Shutdown {
+                executor_id,
+                agent_id,
+            } => {
+                self.send_agent(
+                    &agent_id,
+                    AgentCommand::ShutdownExecutor {
+                        framework_id,
+                        executor_id,
+                    },
+                );
+            }
+            Call::Message {
+                agent_id,
+                executor_id,
+                data,
+            } => {
+                self.send_agent(
+                    &agent_id,
+                    AgentCommand::FrameworkMessage {
+                        framework_id,
+                        executor_id,
+                        data,
+                    },
+                );
+            }
         }
         Ok(())
     }

@@ -249,6 +249,31 @@ impl Master {
                 self.agent_status_update(now, conn, framework_id, status);
                 Ok(())
             }
+            Input::AgentFrameworkMessage {
+                conn,
+                framework_id,
+                executor_id,
+                data,
+            } => {
+                // From a connected agent, for a connected framework; else
+                // dropped (best effort).
+                let target = self.agent_conns.get(&conn).cloned().and_then(|agent_id| {
+                    let c = self.frameworks.get(&framework_id)?.conn()?;
+                    Some((agent_id, c))
+                });
+                if let Some((agent_id, c)) = target {
+                    self.outputs.push_back(Output::ToFramework {
+                        conn: c,
+                        framework_id,
+                        event: Event::Message {
+                            agent_id,
+                            executor_id,
+                            data,
+                        },
+                    });
+                }
+                Ok(())
+            }
             Input::AgentUsage { conn, executors } => {
                 if let Some(id) = self.agent_conns.get(&conn)
                     && let Some(agent) = self.agents.get_mut(id)
