@@ -357,8 +357,7 @@ async fn bad_scheduler_calls_get_the_mesos_status_codes_and_disturb_no_one() {
     );
 
     // Calls about what Cairn never creates (inverse offers, operation
-    // feedback) are accepted and change nothing; a call Cairn does not
-    // support yet says so.
+    // feedback) are accepted and change nothing.
     for (ty, body) in [
         (
             "DECLINE_INVERSE_OFFERS",
@@ -388,17 +387,6 @@ async fn bad_scheduler_calls_get_the_mesos_status_codes_and_disturb_no_one() {
             "{ty}"
         );
     }
-    assert_eq!(
-        status(
-            post(
-                &url,
-                &[JSON, ("mesos-stream-id", &sid)],
-                &call("UPDATE_FRAMEWORK", Value::Null)
-            )
-            .await
-        ),
-        501
-    );
 
     // Well-formed calls: 202 with an empty body, validated after. An
     // ACCEPT of an offer that does not exist answers with TASK_LOST from
@@ -466,6 +454,33 @@ async fn bad_scheduler_calls_get_the_mesos_status_codes_and_disturb_no_one() {
     assert_eq!(
         status(post(&url, &[JSON, ("mesos-stream-id", &b.stream_id)], &revive).await),
         202
+    );
+    // UPDATE_FRAMEWORK: 200, and the master shows the new FrameworkInfo.
+    let update = call(
+        "UPDATE_FRAMEWORK",
+        serde_json::json!({"update_framework": {"framework_info": {
+        "id": {"value": a.id}, "user": "nobody", "name": "careful", "failover_timeout": 120}}}),
+    );
+    assert_eq!(
+        status(post(&url, &[JSON, ("mesos-stream-id", &sid)], &update).await),
+        200
+    );
+    let base = url.trim_end_matches("/api/v1/scheduler").to_string();
+    wait_for(T, "the framework renamed", || async {
+        let f = cairn_tests::http::get_json(&format!("{base}/frameworks?framework_id={}", a.id))
+            .await?;
+        (f["frameworks"][0]["name"] == "careful" && f["frameworks"][0]["failover_timeout"] == 120.0)
+            .then_some(())
+    })
+    .await;
+    let other_user = call(
+        "UPDATE_FRAMEWORK",
+        serde_json::json!({"update_framework": {"framework_info": {
+        "id": {"value": a.id}, "user": "root", "name": "careful"}}}),
+    );
+    assert_eq!(
+        status(post(&url, &[JSON, ("mesos-stream-id", &sid)], &other_user).await),
+        400
     );
 }
 

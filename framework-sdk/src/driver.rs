@@ -451,6 +451,24 @@ impl Driver {
         .await
     }
 
+    /// Replaces this framework's FrameworkInfo (roles, capabilities,
+    /// failover timeout, ...) without re-subscribing; `suppressed_roles` is
+    /// its whole suppression. The master applies it once its registry has
+    /// it; the user cannot change.
+    pub async fn update_framework(
+        &self,
+        info: &FrameworkInfo,
+        suppressed_roles: &[Role],
+    ) -> Result<(), SdkError> {
+        self.call(pb::scheduler_call::Call::UpdateFramework(
+            pb::scheduler_call::UpdateFramework {
+                framework_info: Some(framework_info_to_pb(info)),
+                suppressed_roles: suppressed_roles.iter().map(ToString::to_string).collect(),
+            },
+        ))
+        .await
+    }
+
     /// Ends one of this framework's executors on an agent, with its tasks.
     pub async fn shutdown_executor(
         &self,

@@ -160,6 +160,18 @@ pub fn call_from_pb(c: &pb::SchedulerCall) -> Result<(FrameworkId, String, Call)
             uuid: StatusUuid::from_slice("acknowledge.uuid", &a.uuid)?,
         },
         Some(C::Teardown(_)) => Call::Teardown,
+        Some(C::UpdateFramework(u)) => {
+            let info = u
+                .framework_info
+                .as_ref()
+                .ok_or_else(|| ModelError::Missing {
+                    field: "update_framework.framework_info".into(),
+                })?;
+            Call::UpdateFramework {
+                info: framework_info_from_pb("update_framework.framework_info", info)?,
+                suppressed_roles: roles("update_framework.suppressed_roles", &u.suppressed_roles)?,
+            }
+        }
         Some(C::Shutdown(s)) => Call::Shutdown {
             executor_id: ExecutorId::parse("shutdown.executor_id", &s.executor_id)?,
             agent_id: AgentId::parse("shutdown.agent_id", &s.agent_id)?,

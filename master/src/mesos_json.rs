@@ -135,8 +135,6 @@ pub enum SchedulerCall {
     /// Well-formed and accepted, with nothing to do (REQUEST: the allocator
     /// does not take resource requests, as Mesos's default one does not).
     Ignored(String),
-    /// A call Cairn does not support yet (its type name).
-    NotImplemented(String),
 }
 
 impl SchedulerCall {
@@ -154,16 +152,15 @@ impl SchedulerCall {
                 Some(pb::scheduler_call::Call::Teardown(_)) => "TEARDOWN",
                 Some(pb::scheduler_call::Call::Shutdown(_)) => "SHUTDOWN",
                 Some(pb::scheduler_call::Call::Message(_)) => "MESSAGE",
+                Some(pb::scheduler_call::Call::UpdateFramework(_)) => "UPDATE_FRAMEWORK",
                 None => "UNKNOWN",
             },
-            SchedulerCall::Ignored(t) | SchedulerCall::NotImplemented(t) => t,
+            SchedulerCall::Ignored(t) => t,
         }
     }
 }
 
 /// Calls Mesos defines that Cairn does not act on yet.
-const NOT_IMPLEMENTED: &[&str] = &["UPDATE_FRAMEWORK"];
-
 /// Calls about things Cairn never creates: inverse offers (no maintenance
 /// schedules) and operation feedback (only LAUNCH, which has none). Any id
 /// they name is unknown; Mesos ignores unknown ones, and so does Cairn.
@@ -273,6 +270,22 @@ pub fn scheduler_call(v: &Value) -> Result<SchedulerCall> {
                 uuid,
             })
         }
+        "UPDATE_FRAMEWORK" => {
+            let u = req(v, "update_framework", "call")?;
+            let info = framework_info(
+                req(u, "framework_info", "update_framework")?,
+                "update_framework.framework_info",
+            )?;
+            let suppressed_roles = array(u, "suppressed_roles", "update_framework")?
+                .iter()
+                .enumerate()
+                .map(|(i, r)| string(r, &format!("update_framework.suppressed_roles[{i}]")))
+                .collect::<Result<_>>()?;
+            C::UpdateFramework(pb::scheduler_call::UpdateFramework {
+                framework_info: Some(info),
+                suppressed_roles,
+            })
+        }
         "SHUTDOWN" => {
             let sh = req(v, "shutdown", "call")?;
             C::Shutdown(pb::scheduler_call::Shutdown {
@@ -292,7 +305,6 @@ pub fn scheduler_call(v: &Value) -> Result<SchedulerCall> {
             })
         }
         t if NOTHING_TO_DO.contains(&t) => return Ok(SchedulerCall::Ignored(ty)),
-        t if NOT_IMPLEMENTED.contains(&t) => return Ok(SchedulerCall::NotImplemented(ty)),
         other => return Err(invalid("call.type", format!("unknown call type {other:?}"))),
     };
     Ok(SchedulerCall::Call {
@@ -779,7 +791,7 @@ mod tests {
         ));
         assert_eq!(
             parse(r#"{"type":"UPDATE_FRAMEWORK","framework_id":{"value":"F"}}"#),
-            Ok(SchedulerCall::NotImplemented("UPDATE_FRAMEWORK".into()))
+            Err(MesosJsonError::Missing("call.update_framework".into()))
         );
     }
 

@@ -116,14 +116,19 @@ pub async fn scheduler(State(s): State<HttpState>, headers: HeaderMap, body: Byt
             subscribe(s, req).await
         }
         SchedulerCall::Ignored(_) => StatusCode::ACCEPTED.into_response(),
-        SchedulerCall::NotImplemented(t) => error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("Cairn does not support the {t} call yet"),
-        ),
         SchedulerCall::Call {
             mut call,
             malformed,
         } => {
+            // UPDATE_FRAMEWORK answers 200, every other call 202 (Mesos).
+            let done = if matches!(
+                call.call,
+                Some(cairn_proto::scheduler_call::Call::UpdateFramework(_))
+            ) {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
             let Some(stream_id) = stream_id else {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -156,7 +161,7 @@ pub async fn scheduler(State(s): State<HttpState>, headers: HeaderMap, body: Byt
                 })
                 .await
             {
-                Ok(Ok(())) => StatusCode::ACCEPTED.into_response(),
+                Ok(Ok(())) => done.into_response(),
                 Ok(Err(e)) => call_error(&e),
                 Err(stopped) => error(StatusCode::SERVICE_UNAVAILABLE, stopped.to_string()),
             }

@@ -67,6 +67,13 @@ pub enum Call {
         uuid: StatusUuid,
     },
     Teardown,
+    /// Replace the framework's FrameworkInfo (roles, capabilities,
+    /// failover timeout, ...) without re-subscribing; `suppressed_roles`
+    /// states its whole suppression, as on SUBSCRIBE.
+    UpdateFramework {
+        info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    },
     /// End one of the framework's executors (and its tasks) on an agent.
     Shutdown {
         executor_id: ExecutorId,

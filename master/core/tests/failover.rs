@@ -331,3 +331,47 @@ fn the_registry_keeps_a_bounded_number_of_unreachable_agents_and_removed_framewo
     assert!(sim.registry.frameworks.is_empty());
     sim.check();
 }
+
+#[test]
+fn update_framework_is_written_before_it_applies_and_survives_a_failover() {
+    let (mut sim, _a, fw, _t) = running_cluster();
+    let mut info = FrameworkInfo::new("renamed", "nobody");
+    info.id = Some(fw.id.clone());
+    info.failover_timeout = secs(600);
+    sim.auto_persist = false;
+    sim.call(
+        &fw,
+        Call::UpdateFramework {
+            info: info.clone(),
+            suppressed_roles: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        sim.master.snapshot().frameworks[0].info.name,
+        "f",
+        "not before the registry has it"
+    );
+    sim.persist_all();
+    assert_eq!(sim.master.snapshot().frameworks[0].info.name, "renamed");
+    assert_eq!(
+        sim.registry.frameworks[&fw.id].info.failover_timeout,
+        secs(600)
+    );
+    sim.fail_over(config());
+    assert_eq!(sim.master.snapshot().frameworks[0].info.name, "renamed");
+    // Another user is refused.
+    let mut other = info;
+    other.user = "root".into();
+    let fw2 = resubscribe(&mut sim, &fw);
+    assert!(
+        sim.call(
+            &fw2,
+            Call::UpdateFramework {
+                info: other,
+                suppressed_roles: vec![]
+            }
+        )
+        .is_err()
+    );
+}

@@ -53,6 +53,10 @@ impl Master {
             Call::Teardown => {
                 self.remove_framework(now, &framework_id, "torn down by the framework")
             }
+            Call::UpdateFramework {
+                info,
+                suppressed_roles,
+            } => return self.update_framework(&framework_id, info, suppressed_roles),
             // To an agent that is not connected, these are dropped (as in
             // Mesos): a shutdown reaches the executor again with the
             // framework's removal, and messages are best effort.

@@ -8,7 +8,7 @@ use super::persist::Pending;
 use super::{CompletedFramework, Framework, FrameworkConn, Master, uuid_string};
 use crate::offer::OfferEvent;
 use crate::registry::RegistryOp;
-use crate::{AgentCommand, ConnId, Event, Output};
+use crate::{AgentCommand, CallError, ConnId, Event, Output};
 
 impl Master {
     pub(super) fn subscribe(
@@ -107,6 +107,70 @@ impl Master {
         );
         // Clients detect a live stream from the first heartbeat.
         self.send_framework(&id, Event::Heartbeat);
+        self.allocate_soon(now, None);
+    }
+
+    /// UPDATE_FRAMEWORK: checked now, applied once the registry has it
+    /// (the failover timeout must hold across a failover).
+    pub(super) fn update_framework(
+        &mut self,
+        id: &FrameworkId,
+        mut info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    ) -> Result<(), CallError> {
+        if info.id.as_ref().is_some_and(|i| i != id) {
+            return Err(CallError::Invalid {
+                framework: id.clone(),
+                reason: "framework_info.id differs from the caller's framework id".into(),
+            });
+        }
+        info.id = Some(id.clone());
+        let Some(framework) = self.frameworks.get(id) else {
+            return Err(CallError::UnknownFramework(id.clone()));
+        };
+        if framework.info.user != info.user {
+            return Err(CallError::Invalid {
+                framework: id.clone(),
+                reason: "a framework's user cannot change".into(),
+            });
+        }
+        let registered_at = framework.registered_at;
+        self.persist(
+            RegistryOp::AddFramework {
+                id: id.clone(),
+                info: info.clone(),
+                registered_at,
+            },
+            Pending::UpdateFramework {
+                info,
+                suppressed_roles,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn complete_update_framework(
+        &mut self,
+        now: Time,
+        info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    ) {
+        let Some(id) = info.id.clone() else {
+            return;
+        };
+        let Some(framework) = self.frameworks.get_mut(&id) else {
+            return;
+        };
+        // Outstanding offers were made to the old roles: they go, and the
+        // next cycle offers under the new ones.
+        let offers: Vec<_> = framework.offers.iter().cloned().collect();
+        let roles = info.roles.clone();
+        framework.info = info;
+        for offer_id in offers {
+            self.rescind_offer(now, &offer_id, OfferEvent::Rescind, true);
+        }
+        self.allocator.update_framework_roles(&id, &roles);
+        self.allocator.set_suppressed(&id, &suppressed_roles);
         self.allocate_soon(now, None);
     }
 

@@ -37,6 +37,11 @@ pub(crate) enum Pending {
         id: FrameworkId,
         why: String,
     },
+    /// Apply a framework's new FrameworkInfo.
+    UpdateFramework {
+        info: FrameworkInfo,
+        suppressed_roles: Vec<Role>,
+    },
     /// The change already took effect (or is only bookkeeping).
     Nothing,
 }
@@ -107,6 +112,10 @@ impl Master {
                 self.removing.remove(&id);
                 self.finish_remove_framework(now, &id, &why);
             }
+            Pending::UpdateFramework {
+                info,
+                suppressed_roles,
+            } => self.complete_update_framework(now, info, suppressed_roles),
             Pending::Nothing => {}
         }
     }

@@ -88,6 +88,25 @@ impl Sim {
         }
     }
 
+    /// Writes every registry change held back (with `auto_persist` off),
+    /// in order, and confirms each; then persists automatically again.
+    pub fn persist_all(&mut self) {
+        let held: Vec<Output> = std::mem::take(&mut self.pending);
+        self.auto_persist = true;
+        for o in held {
+            match o {
+                Output::Persist { id, op } => {
+                    self.registry.apply(&op);
+                    self.master
+                        .handle(self.now, Input::Persisted { id })
+                        .unwrap();
+                    self.collect();
+                }
+                other => self.pending.push(other),
+            }
+        }
+    }
+
     /// A new master (another seed) taking over from the registry as it is.
     pub fn fail_over(&mut self, config: MasterConfig) {
         // Each leader has its own id (from its seed), as real ones do.
