@@ -1,13 +1,20 @@
 //! Simulated agents: many in one process, each holding a real session with
 //! the leading master over the agent gRPC link (register, heartbeats,
-//! re-registration under its id when the leader changes), and no executors.
+//! re-registration under its id when the leader changes). They run no
+//! processes: a task given to one is reported STARTING, RUNNING and
+//! FINISHED at once, as an executor would.
 //!
 //! They share one view of the leader (one ZooKeeper watch for all), where
 //! real agents would each hold a ZooKeeper session: what is measured is the
 //! masters' side of a failover, not the ZooKeeper server's fan-out.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How often unacknowledged updates are sent again (a real agent starts
+/// at 10 s and backs off).
+const RETRY_EVERY: Duration = Duration::from_secs(10);
 
 use cairn_model::convert::agent_info_to_pb;
 use cairn_model::zk::Leader;
@@ -26,6 +33,19 @@ pub struct SimAgentState {
     /// (re-)registered there.
     pub registered: Option<(u64, Instant)>,
     pub registrations: usize,
+    /// Tasks it was given (each reported finished at once).
+    pub tasks_run: usize,
+}
+
+/// 16 random-enough bytes for a status uuid (unique per process run).
+fn uuid_bytes() -> Vec<u8> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&n.to_le_bytes());
+    b.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    b
 }
 
 /// A fleet of simulated agents.
@@ -157,7 +177,69 @@ async fn session(info: &AgentInfo, leader: &Leader, state: &Arc<Mutex<SimAgentSt
     };
     let mut inbound = response.into_inner();
     let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
-    while let Ok(Some(msg)) = inbound.message().await {
+    // Updates not yet acknowledged, by uuid: sent again every
+    // `RETRY_EVERY`, as a real agent does, until the framework's
+    // acknowledgement comes back through the master.
+    let mut unacked: HashMap<Vec<u8>, pb::AgentMessage> = HashMap::new();
+    let mut retry = tokio::time::interval(RETRY_EVERY);
+    retry.tick().await;
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(m)) => m,
+                _ => break,
+            },
+            _ = retry.tick() => {
+                for update in unacked.values() {
+                    if tx.send(update.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        if let Some(pb::master_message::Message::Acknowledge(a)) = &msg.message {
+            unacked.remove(&a.uuid);
+            continue;
+        }
+        if let Some(pb::master_message::Message::RunTask(run)) = &msg.message {
+            // The executor reports STARTING, RUNNING and FINISHED at once.
+            let Some(task) = &run.task else { continue };
+            let framework_id = run
+                .framework
+                .as_ref()
+                .map(|f| f.id.clone())
+                .unwrap_or_default();
+            for state in [
+                pb::TaskState::TaskStarting,
+                pb::TaskState::TaskRunning,
+                pb::TaskState::TaskFinished,
+            ] {
+                let uuid = uuid_bytes();
+                let update = pb::AgentMessage {
+                    message: Some(pb::agent_message::Message::StatusUpdate(pb::StatusUpdate {
+                        framework_id: framework_id.clone(),
+                        status: Some(pb::TaskStatus {
+                            task_id: task.task_id.clone(),
+                            state: state as i32,
+                            source: pb::Source::Executor as i32,
+                            executor_id: task.task_id.clone(),
+                            timestamp: cairn_model::Time::now().as_unix_secs_f64(),
+                            uuid: uuid.clone(),
+                            ..Default::default()
+                        }),
+                    })),
+                };
+                unacked.insert(uuid.clone(), update.clone());
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+            if let Ok(mut s) = state.lock() {
+                s.tasks_run += 1;
+            }
+            continue;
+        }
         if let Some(pb::master_message::Message::Registered(r)) = msg.message {
             if let Ok(mut s) = state.lock() {
                 s.id = Some(r.agent_id.clone());
@@ -182,7 +264,8 @@ async fn session(info: &AgentInfo, leader: &Leader, state: &Arc<Mutex<SimAgentSt
                 }
             }));
         }
-        // Simulated agents run no tasks: nothing else needs an answer.
+        // Kills, acknowledgements and shutdowns need no answer: every task
+        // has already ended.
     }
     if let Some(h) = heartbeat {
         h.abort();

@@ -247,12 +247,17 @@ impl SchedulerDriver {
                         scheduler.update(driver, &status).await;
                         // A stopped driver leaves the update unacknowledged:
                         // it is delivered again if the framework comes back.
-                        if self.auto_ack
-                            && status.uuid.is_some()
-                            && !driver.is_stopped()
-                            && let Err(e) = driver.acknowledge(&status).await
-                        {
-                            tracing::warn!(error = %e, task_id = %status.task_id, "acknowledgement failed");
+                        // Sent without waiting for the answer, so the next
+                        // event is not held up by a round trip: an
+                        // acknowledgement that fails leaves the update with
+                        // the agent, which sends it again.
+                        if self.auto_ack && status.uuid.is_some() && !driver.is_stopped() {
+                            let driver = driver.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = driver.acknowledge(&status).await {
+                                    tracing::warn!(error = %e, task_id = %status.task_id, "acknowledgement failed");
+                                }
+                            });
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "malformed status update ignored"),
