@@ -76,14 +76,27 @@ impl Election {
         session_timeout: Duration,
         info: &ZkMasterInfo,
     ) -> Result<Election, ZkError> {
-        let client = zk::Client::connector()
-            .with_session_timeout(session_timeout)
-            .connect(&url.hosts)
-            .await
-            .map_err(|source| ZkError::Connect {
-                hosts: url.hosts.clone(),
-                source,
-            })?;
+        // ZooKeeper may come up after the master (a cluster booting, an
+        // ensemble restarting): the master waits for it rather than exit.
+        let mut backoff = Duration::from_millis(500);
+        let client = loop {
+            match zk::Client::connector()
+                .with_session_timeout(session_timeout)
+                .connect(&url.hosts)
+                .await
+            {
+                Ok(c) => break c,
+                Err(source) => {
+                    let e = ZkError::Connect {
+                        hosts: url.hosts.clone(),
+                        source,
+                    };
+                    tracing::warn!(error = %e, "cannot reach ZooKeeper; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
         client
             .mkdir(&url.path, &PERSISTENT)
             .await

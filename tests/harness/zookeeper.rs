@@ -65,8 +65,14 @@ impl ZooKeeper {
         };
         wait_for(
             Duration::from_secs(60),
-            "ZooKeeper to answer ruok",
-            || async { (four_letter(port, "ruok").as_deref() == Some("imok")).then_some(()) },
+            "ZooKeeper to serve",
+            // `ruok` answers before the server serves sessions; `srvr`
+            // names its mode only once it does.
+            || async {
+                four_letter(port, "srvr")
+                    .is_some_and(|s| s.contains("Mode:"))
+                    .then_some(())
+            },
         )
         .await;
         zk
