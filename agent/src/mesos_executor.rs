@@ -45,6 +45,14 @@ pub struct ExecutorDoor {
     pub hostname: String,
 }
 
+impl ExecutorDoor {
+    /// The stream of a subscribed executor, which its calls act through.
+    fn conn_of(&self, framework_id: &FrameworkId, executor_id: &ExecutorId) -> Option<ExecConn> {
+        let m = self.subscribed.lock().ok()?;
+        m.get(&(framework_id.clone(), executor_id.clone())).copied()
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let mut body = message.into();
     body.push('\n');
@@ -158,12 +166,7 @@ pub async fn executor_api(
     match call.get("type").and_then(Value::as_str) {
         Some("SUBSCRIBE") => subscribe(door, framework_id, executor_id, &call).await,
         Some("UPDATE") => {
-            let conn = door
-                .subscribed
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&(framework_id.clone(), executor_id.clone())).copied());
-            let Some(conn) = conn else {
+            let Some(conn) = door.conn_of(&framework_id, &executor_id) else {
                 return error(StatusCode::FORBIDDEN, "Executor is not subscribed");
             };
             let status = call
@@ -192,12 +195,7 @@ pub async fn executor_api(
             }
         }
         Some("MESSAGE") => {
-            let conn = door
-                .subscribed
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&(framework_id.clone(), executor_id.clone())).copied());
-            let Some(conn) = conn else {
+            let Some(conn) = door.conn_of(&framework_id, &executor_id) else {
                 return error(StatusCode::FORBIDDEN, "Executor is not subscribed");
             };
             let data = call

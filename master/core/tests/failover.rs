@@ -3,7 +3,7 @@
 
 mod common;
 
-use cairn_master_core::{AgentCommand, Call, Event, Input, MasterConfig, Output};
+use cairn_master_core::{AgentCommand, Call, Event, Input, MasterConfig};
 use cairn_model::{Capability, FrameworkInfo, TaskId, TaskState};
 use common::*;
 
@@ -186,14 +186,7 @@ fn admission_waits_for_the_registry() {
         "not registered before the write is durable"
     );
     assert!(sim.master.snapshot().agents.is_empty());
-    let persist = sim
-        .pending
-        .iter()
-        .find_map(|o| match o {
-            Output::Persist { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("a registry write");
+    let persist = sim.held_persist().expect("a registry write");
     sim.input(Input::Persisted { id: persist }).unwrap();
     assert!(matches!(
         sim.take_agent(conn).as_slice(),
@@ -217,14 +210,7 @@ fn a_subscription_whose_stream_ended_before_the_write_leaves_the_framework_disco
     .unwrap();
     sim.input(Input::FrameworkDisconnected { conn }).unwrap();
     sim.auto_persist = true;
-    let persist = sim
-        .pending
-        .iter()
-        .find_map(|o| match o {
-            Output::Persist { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("a registry write");
+    let persist = sim.held_persist().expect("a registry write");
     sim.input(Input::Persisted { id: persist }).unwrap();
     let snap = sim.master.snapshot();
     assert_eq!(snap.frameworks.len(), 1);

@@ -88,6 +88,14 @@ impl Sim {
         }
     }
 
+    /// The first registry write held back (with `auto_persist` off).
+    pub fn held_persist(&self) -> Option<cairn_master_core::registry::PersistId> {
+        self.pending.iter().find_map(|o| match o {
+            Output::Persist { id, .. } => Some(*id),
+            _ => None,
+        })
+    }
+
     /// Writes every registry change held back (with `auto_persist` off),
     /// in order, and confirms each; then persists automatically again.
     pub fn persist_all(&mut self) {
