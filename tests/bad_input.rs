@@ -50,6 +50,7 @@ async fn malformed_calls_get_clear_errors_and_change_nothing() {
         .call(pb::SchedulerCall {
             framework_id: "nobody".into(),
             stream_id: "x".into(),
+            seq: 0,
             call: Some(pb::scheduler_call::Call::Revive(
                 pb::scheduler_call::Revive { roles: vec![] },
             )),
@@ -67,6 +68,7 @@ async fn malformed_calls_get_clear_errors_and_change_nothing() {
         .call(pb::SchedulerCall {
             framework_id: framework_id.clone(),
             stream_id,
+            seq: 0,
             call: Some(pb::scheduler_call::Call::Revive(
                 pb::scheduler_call::Revive { roles: vec![] },
             )),
@@ -126,6 +128,7 @@ async fn malformed_calls_get_clear_errors_and_change_nothing() {
     let huge = pb::SchedulerCall {
         framework_id: framework_id.clone(),
         stream_id: "x".repeat(5 * 1024 * 1024),
+        seq: 0,
         call: None,
     };
     let err = c.call(huge).await.unwrap_err();
@@ -191,8 +194,112 @@ async fn fw_call(
         .call(pb::SchedulerCall {
             framework_id: framework_id.to_string(),
             stream_id,
+            seq: 0,
             call: Some(call),
         })
         .await
         .map(|_| ())
+}
+
+/// The `Calls` stream answers every call with its own `seq`, in order; a
+/// malformed or refused call gets its error there and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_stream_answers_each_call_and_survives_bad_ones() {
+    let cluster = Cluster::start(ClusterSpec::default()).await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "streamer").await;
+    let offer = fw.offers(T).await.remove(0);
+    let (framework_id, stream_id) = fw.driver.session().expect("subscribed");
+    let call = |seq: u64, framework_id: &str, call: pb::scheduler_call::Call| pb::SchedulerCall {
+        framework_id: framework_id.to_string(),
+        stream_id: stream_id.clone(),
+        seq,
+        call: Some(call),
+    };
+    let revive = || pb::scheduler_call::Call::Revive(pb::scheduler_call::Revive { roles: vec![] });
+    let bad_ack = |n: usize| {
+        pb::scheduler_call::Call::AcknowledgeMany(pb::scheduler_call::AcknowledgeMany {
+            acknowledgements: vec![
+                pb::scheduler_call::Acknowledge {
+                    agent_id: offer.agent_id.to_string(),
+                    task_id: "t".into(),
+                    uuid: vec![7; 16],
+                };
+                n
+            ],
+        })
+    };
+    let mut malformed = bad_ack(1);
+    if let pb::scheduler_call::Call::AcknowledgeMany(m) = &mut malformed {
+        m.acknowledgements[0].uuid = vec![1, 2, 3];
+    }
+    let launch = cairn_model::convert::task_info_to_pb(
+        &cairn_sdk::TaskBuilder::new("on-the-stream")
+            .cpus(0.1)
+            .mem(32.0)
+            .shell("true")
+            .build(&offer.agent_id)
+            .unwrap(),
+    );
+    let accept = pb::scheduler_call::Call::Accept(pb::scheduler_call::Accept {
+        offer_ids: vec![offer.id.to_string()],
+        operations: vec![pb::Operation {
+            operation: Some(pb::operation::Operation::Launch(pb::operation::Launch {
+                tasks: vec![launch],
+            })),
+        }],
+        filters: None,
+    });
+    let fid = framework_id.to_string();
+    let calls = vec![
+        call(1, &fid, revive()),
+        call(2, "nobody", revive()),
+        call(3, &fid, malformed),
+        call(4, &fid, bad_ack(10_001)),
+        call(5, &fid, bad_ack(3)),
+        call(6, &fid, accept),
+    ];
+    let mut results = client(&cluster.master_addr)
+        .await
+        .calls(tokio_stream::iter(calls))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = tokio::time::timeout(T, results.message())
+        .await
+        .expect("results in time")
+        .expect("the stream stays up")
+    {
+        got.push(r);
+    }
+    let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "one answer per call, in order");
+    let code = |i: usize| Code::from(got[i].code);
+    assert_eq!(code(0), Code::Ok);
+    assert_eq!(code(1), Code::NotFound, "{}", got[1].message);
+    assert_eq!(code(2), Code::InvalidArgument);
+    assert!(
+        got[2]
+            .message
+            .contains("acknowledge_many.acknowledgements[0].uuid"),
+        "{}",
+        got[2].message
+    );
+    assert_eq!(code(3), Code::InvalidArgument);
+    assert!(
+        got[3].message.contains("at most 10000"),
+        "{}",
+        got[3].message
+    );
+    assert_eq!(
+        code(4),
+        Code::Ok,
+        "acknowledging unknown updates changes nothing"
+    );
+    assert_eq!(code(5), Code::Ok);
+    // The accept on the stream took effect.
+    assert_eq!(
+        fw.terminal("on-the-stream", T).await.state,
+        cairn_model::TaskState::Finished
+    );
 }

@@ -259,6 +259,7 @@ async fn a_stopped_leader_that_wakes_after_its_session_expired_changes_nothing()
         c.call(pb::SchedulerCall {
             framework_id: framework_id.to_string(),
             stream_id,
+            seq: 0,
             call: Some(pb::scheduler_call::Call::Kill(pb::scheduler_call::Kill {
                 task_id: "fenced-long-0".into(),
                 agent_id: String::new(),

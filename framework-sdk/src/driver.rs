@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +13,8 @@ use cairn_model::{
 };
 use cairn_proto as pb;
 use pb::scheduler_client::SchedulerClient;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::Scheduler;
@@ -82,6 +84,8 @@ impl SchedulerDriver {
             inner: Arc::new(Inner {
                 session: Mutex::new(None),
                 leader: Mutex::new(None),
+                acks: Mutex::new(AckQueue::default()),
+                calls: tokio::sync::Mutex::new(CallStreamSlot::default()),
                 stopped: AtomicBool::new(false),
                 stop: Notify::new(),
             }),
@@ -247,17 +251,8 @@ impl SchedulerDriver {
                         scheduler.update(driver, &status).await;
                         // A stopped driver leaves the update unacknowledged:
                         // it is delivered again if the framework comes back.
-                        // Sent without waiting for the answer, so the next
-                        // event is not held up by a round trip: an
-                        // acknowledgement that fails leaves the update with
-                        // the agent, which sends it again.
-                        if self.auto_ack && status.uuid.is_some() && !driver.is_stopped() {
-                            let driver = driver.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = driver.acknowledge(&status).await {
-                                    tracing::warn!(error = %e, task_id = %status.task_id, "acknowledgement failed");
-                                }
-                            });
+                        if self.auto_ack && !driver.is_stopped() {
+                            driver.acknowledge_later(&status);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "malformed status update ignored"),
@@ -305,7 +300,116 @@ struct Inner {
     leader: Mutex<Option<(String, SchedulerClient<Channel>)>>,
     stopped: AtomicBool,
     stop: Notify,
+    acks: Mutex<AckQueue>,
+    calls: tokio::sync::Mutex<CallStreamSlot>,
 }
+
+/// Calls go to the leader on one `Calls` stream (cheaper than a request
+/// each, and in order); a master that does not offer the stream gets
+/// requests.
+#[derive(Debug, Default)]
+struct CallStreamSlot {
+    open: Option<CallStream>,
+    /// Leaders (`ip:port`) that answered the stream UNIMPLEMENTED.
+    unsupported: Option<String>,
+}
+
+#[derive(Debug)]
+struct CallStream {
+    endpoint: String,
+    tx: mpsc::Sender<pb::SchedulerCall>,
+    state: Arc<Mutex<CallStreamState>>,
+}
+
+#[derive(Debug, Default)]
+struct CallStreamState {
+    next_seq: u64,
+    /// Calls sent and not yet answered; dropped (so their callers see an
+    /// error) when the stream ends.
+    pending: HashMap<u64, oneshot::Sender<Result<(), tonic::Status>>>,
+    closed: bool,
+}
+
+/// Calls queued on a stream before the sender waits for the master.
+const CALL_STREAM_QUEUE: usize = 1024;
+
+impl CallStream {
+    /// Opens a stream to `endpoint`; `Err` carries the master's refusal.
+    async fn open(
+        endpoint: &str,
+        client: &SchedulerClient<Channel>,
+    ) -> Result<CallStream, tonic::Status> {
+        let (tx, rx) = mpsc::channel(CALL_STREAM_QUEUE);
+        let mut client = client.clone();
+        let mut results = client.calls(ReceiverStream::new(rx)).await?.into_inner();
+        let state = Arc::new(Mutex::new(CallStreamState::default()));
+        let reader = state.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = results.message().await {
+                let waiter = reader
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.pending.remove(&r.seq));
+                if let Some(w) = waiter {
+                    let verdict = if r.code == 0 {
+                        Ok(())
+                    } else {
+                        Err(tonic::Status::new(tonic::Code::from(r.code), r.message))
+                    };
+                    let _ = w.send(verdict);
+                }
+            }
+            if let Ok(mut s) = reader.lock() {
+                s.closed = true;
+                s.pending.clear();
+            }
+        });
+        Ok(CallStream {
+            endpoint: endpoint.to_string(),
+            tx,
+            state,
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        !self.tx.is_closed() && self.state.lock().is_ok_and(|s| !s.closed)
+    }
+
+    /// Numbers `call` and registers its waiter; `None` once the stream has
+    /// ended.
+    fn register(
+        &self,
+        call: &mut pb::SchedulerCall,
+    ) -> Option<oneshot::Receiver<Result<(), tonic::Status>>> {
+        let mut s = self.state.lock().ok()?;
+        if s.closed {
+            return None;
+        }
+        s.next_seq += 1;
+        call.seq = s.next_seq;
+        let (tx, rx) = oneshot::channel();
+        s.pending.insert(call.seq, tx);
+        Some(rx)
+    }
+
+    fn forget(&self, seq: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.pending.remove(&seq);
+        }
+    }
+}
+
+/// Acknowledgements waiting to be sent. At most one call carrying them is
+/// in flight; those that arrive meanwhile go together in the next, so a
+/// busy framework sends one call per round trip, not one per update.
+#[derive(Debug, Default)]
+struct AckQueue {
+    pending: Vec<pb::scheduler_call::Acknowledge>,
+    sending: bool,
+}
+
+/// Most acknowledgements in one call (the master's limit).
+const MAX_ACKS_PER_CALL: usize = 10_000;
 
 /// The scheduler's handle for calls to the master. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -357,21 +461,83 @@ impl Driver {
             .ok()
             .and_then(|s| s.clone())
             .ok_or(SdkError::NotSubscribed)?;
-        let mut client = self
+        let (endpoint, mut client) = self
             .inner
             .leader
             .lock()
             .ok()
-            .and_then(|l| l.as_ref().map(|(_, c)| c.clone()))
+            .and_then(|l| l.clone())
             .ok_or(SdkError::NotSubscribed)?;
-        client
-            .call(pb::SchedulerCall {
-                framework_id: framework_id.to_string(),
-                stream_id,
-                call: Some(call),
-            })
-            .await?;
+        let call = pb::SchedulerCall {
+            framework_id: framework_id.to_string(),
+            stream_id,
+            seq: 0,
+            call: Some(call),
+        };
+        let call = match self.call_on_stream(&endpoint, &client, call).await {
+            Ok(verdict) => return verdict,
+            Err(call) => call,
+        };
+        client.call(call).await?;
         Ok(())
+    }
+
+    /// Sends `call` on the stream to `endpoint` (opened if needed) and
+    /// waits for its result; gives the call back when there is no stream
+    /// to send it on, to go as a request instead.
+    async fn call_on_stream(
+        &self,
+        endpoint: &str,
+        client: &SchedulerClient<Channel>,
+        mut call: pb::SchedulerCall,
+    ) -> Result<Result<(), SdkError>, pb::SchedulerCall> {
+        let rx = {
+            // Held while sending, so calls reach the stream in the order
+            // they were made.
+            let mut slot = self.inner.calls.lock().await;
+            let usable = slot
+                .open
+                .as_ref()
+                .is_some_and(|s| s.endpoint == endpoint && s.is_open());
+            if !usable {
+                slot.open = None;
+                if slot.unsupported.as_deref() == Some(endpoint) {
+                    return Err(call);
+                }
+                match CallStream::open(endpoint, client).await {
+                    Ok(s) => slot.open = Some(s),
+                    Err(status) => {
+                        if status.code() == tonic::Code::Unimplemented {
+                            slot.unsupported = Some(endpoint.to_string());
+                        }
+                        return Err(call);
+                    }
+                }
+            }
+            let Some(stream) = slot.open.as_ref() else {
+                return Err(call);
+            };
+            let Some(rx) = stream.register(&mut call) else {
+                return Err(call);
+            };
+            let seq = call.seq;
+            if let Err(mpsc::error::SendError(mut call)) = stream.tx.send(call).await {
+                stream.forget(seq);
+                call.seq = 0;
+                return Err(call);
+            }
+            rx
+        };
+        Ok(match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(SdkError::Call(status)),
+            // Sent, but the stream ended before its answer: the master may
+            // or may not have taken it, as with a request whose connection
+            // broke.
+            Err(_) => Err(SdkError::Call(tonic::Status::unavailable(
+                "the call stream to the master ended before the call was answered",
+            ))),
+        })
     }
 
     /// Launches `tasks` on the offers (all on one agent). What the tasks do
@@ -532,6 +698,68 @@ impl Driver {
             },
         ))
         .await
+    }
+
+    /// Queues an acknowledgement of `status` and returns at once; it is sent
+    /// with any others queued meanwhile. One that fails to reach the master
+    /// leaves the update with the agent, which sends it again, so nothing
+    /// is lost (updates are delivered at least once). Updates without a
+    /// uuid (made by the master) need none.
+    pub fn acknowledge_later(&self, status: &TaskStatus) {
+        let (Some(uuid), Some(agent)) = (status.uuid, status.agent_id.as_ref()) else {
+            return;
+        };
+        let ack = pb::scheduler_call::Acknowledge {
+            agent_id: agent.to_string(),
+            task_id: status.task_id.to_string(),
+            uuid: uuid.0.to_vec(),
+        };
+        let start = match self.inner.acks.lock() {
+            Ok(mut q) => {
+                q.pending.push(ack);
+                !std::mem::replace(&mut q.sending, true)
+            }
+            Err(_) => false,
+        };
+        if start {
+            let driver = self.clone();
+            tokio::spawn(async move { driver.send_acks().await });
+        }
+    }
+
+    /// Sends queued acknowledgements until none are left.
+    async fn send_acks(&self) {
+        loop {
+            let batch: Vec<_> = match self.inner.acks.lock() {
+                Ok(mut q) if q.pending.is_empty() => {
+                    q.sending = false;
+                    return;
+                }
+                Ok(mut q) => {
+                    let n = q.pending.len().min(MAX_ACKS_PER_CALL);
+                    q.pending.drain(..n).collect()
+                }
+                Err(_) => return,
+            };
+            let n = batch.len();
+            let call = if n == 1 {
+                batch
+                    .into_iter()
+                    .next()
+                    .map(pb::scheduler_call::Call::Acknowledge)
+            } else {
+                Some(pb::scheduler_call::Call::AcknowledgeMany(
+                    pb::scheduler_call::AcknowledgeMany {
+                        acknowledgements: batch,
+                    },
+                ))
+            };
+            if let Some(call) = call
+                && let Err(e) = self.call(call).await
+            {
+                tracing::warn!(error = %e, count = n, "acknowledgements not delivered; the agents will send those updates again");
+            }
+        }
     }
 
     /// Removes the framework: its tasks are killed. Then stops the driver.

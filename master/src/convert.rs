@@ -2,7 +2,7 @@
 //! checks happen here (a malformed call is refused whole, with the field that
 //! is wrong); meaning checks happen in the core.
 
-use cairn_master_core::{AgentCommand, Call, Event, LaunchRequest, ReportedTask};
+use cairn_master_core::{Acknowledgement, AgentCommand, Call, Event, LaunchRequest, ReportedTask};
 use cairn_model::convert::{
     agent_info_from_pb, framework_info_from_pb, framework_info_to_pb, kill_policy_from_pb,
     kill_policy_to_pb, offer_to_pb, opt_id, refuse_from_pb, task_info_from_pb, task_info_to_pb,
@@ -159,6 +159,26 @@ pub fn call_from_pb(c: &pb::SchedulerCall) -> Result<(FrameworkId, String, Call)
             task_id: TaskId::parse("acknowledge.task_id", &a.task_id)?,
             uuid: StatusUuid::from_slice("acknowledge.uuid", &a.uuid)?,
         },
+        Some(C::AcknowledgeMany(m)) => {
+            check_count(
+                "acknowledge_many.acknowledgements",
+                m.acknowledgements.len(),
+            )?;
+            let acks = m
+                .acknowledgements
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let field = |f: &str| format!("acknowledge_many.acknowledgements[{i}].{f}");
+                    Ok(Acknowledgement {
+                        agent_id: AgentId::parse(&field("agent_id"), &a.agent_id)?,
+                        task_id: TaskId::parse(&field("task_id"), &a.task_id)?,
+                        uuid: StatusUuid::from_slice(&field("uuid"), &a.uuid)?,
+                    })
+                })
+                .collect::<Result<_, ModelError>>()?;
+            Call::AcknowledgeMany(acks)
+        }
         Some(C::Teardown(_)) => Call::Teardown,
         Some(C::UpdateFramework(u)) => {
             let info = u

@@ -130,8 +130,13 @@ impl Handle {
         }
     }
 
-    /// Sends an input and waits for the core's verdict on it.
-    pub async fn call(&self, input: Input) -> Result<Result<(), CallError>, Stopped> {
+    /// Sends an input and returns at once with a receiver of the core's
+    /// verdict on it: inputs submitted one after another reach the core in
+    /// that order, and their verdicts can be awaited in that order.
+    pub async fn submit(
+        &self,
+        input: Input,
+    ) -> Result<oneshot::Receiver<Result<(), CallError>>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Input {
@@ -140,7 +145,12 @@ impl Handle {
             })
             .await
             .map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+        Ok(rx)
+    }
+
+    /// Sends an input and waits for the core's verdict on it.
+    pub async fn call(&self, input: Input) -> Result<Result<(), CallError>, Stopped> {
+        self.submit(input).await?.await.map_err(|_| Stopped)
     }
 
     pub async fn snapshot(&self) -> Result<StateSnapshot, Stopped> {

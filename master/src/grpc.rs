@@ -49,9 +49,28 @@ pub struct SchedulerService {
     pub handle: Handle,
 }
 
+/// Verdicts of a `Calls` stream waiting to be answered, in call order.
+const CALLS_IN_FLIGHT: usize = 4096;
+
+fn call_result(seq: u64, status: Option<&Status>) -> pb::CallResult {
+    match status {
+        None => pb::CallResult {
+            seq,
+            code: 0,
+            message: String::new(),
+        },
+        Some(s) => pb::CallResult {
+            seq,
+            code: s.code() as i32,
+            message: s.message().to_string(),
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl pb::scheduler_server::Scheduler for SchedulerService {
     type SubscribeStream = ConnStream<pb::Event>;
+    type CallsStream = ReceiverStream<Result<pb::CallResult, Status>>;
 
     async fn subscribe(
         &self,
@@ -94,6 +113,74 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .map(|()| Response::new(pb::CallReply {}))
             .map_err(|e| call_error_status(&e))
     }
+
+    async fn calls(
+        &self,
+        request: Request<Streaming<pb::SchedulerCall>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (out, rx) = mpsc::channel(CALLS_IN_FLIGHT);
+        // One task reads the calls and hands them to the core in order;
+        // another answers them as their verdicts come, also in order.
+        let (verdicts, mut waiting) = mpsc::channel::<(u64, VerdictOrError)>(CALLS_IN_FLIGHT);
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            loop {
+                let call = match inbound.message().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "a framework's call stream ended");
+                        break;
+                    }
+                };
+                let seq = call.seq;
+                let pending = match call_from_pb(&call) {
+                    Err(e) => VerdictOrError::Error(Status::invalid_argument(e.to_string())),
+                    Ok((framework_id, stream_id, call)) => match handle
+                        .submit(Input::Call {
+                            framework_id,
+                            stream_id,
+                            call,
+                        })
+                        .await
+                    {
+                        Ok(rx) => VerdictOrError::Verdict(rx),
+                        Err(stopped) => VerdictOrError::Error(stopped.into()),
+                    },
+                };
+                if verdicts.send((seq, pending)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((seq, pending)) = waiting.recv().await {
+                let status = match pending {
+                    VerdictOrError::Error(s) => Some(s),
+                    VerdictOrError::Verdict(rx) => match rx.await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(call_error_status(&e)),
+                        Err(_) => Some(Stopped.into()),
+                    },
+                };
+                if out
+                    .send(Ok(call_result(seq, status.as_ref())))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A call on a `Calls` stream: waiting for the core, or refused before it.
+enum VerdictOrError {
+    Verdict(tokio::sync::oneshot::Receiver<Result<(), CallError>>),
+    Error(Status),
 }
 
 #[derive(Debug, Clone)]

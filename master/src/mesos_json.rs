@@ -149,6 +149,8 @@ impl SchedulerCall {
                 Some(pb::scheduler_call::Call::Kill(_)) => "KILL",
                 Some(pb::scheduler_call::Call::Reconcile(_)) => "RECONCILE",
                 Some(pb::scheduler_call::Call::Acknowledge(_)) => "ACKNOWLEDGE",
+                // Native only: no Mesos JSON call decodes to it.
+                Some(pb::scheduler_call::Call::AcknowledgeMany(_)) => "ACKNOWLEDGE_MANY",
                 Some(pb::scheduler_call::Call::Teardown(_)) => "TEARDOWN",
                 Some(pb::scheduler_call::Call::Shutdown(_)) => "SHUTDOWN",
                 Some(pb::scheduler_call::Call::Message(_)) => "MESSAGE",
@@ -311,6 +313,7 @@ pub fn scheduler_call(v: &Value) -> Result<SchedulerCall> {
         call: pb::SchedulerCall {
             framework_id,
             stream_id: String::new(),
+            seq: 0,
             call: Some(call),
         },
         malformed,

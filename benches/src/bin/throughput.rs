@@ -7,6 +7,8 @@
 //! ```text
 //! cargo build --release --bins -p cairn-master -p cairn-benches
 //! target/release/cairn-bench --tasks 100000 --agents 100
+//! # every agent with room for 320 tasks: throughput at saturation
+//! target/release/cairn-bench --tasks 100000 --agents 100 --agent-resources 'cpus:32;mem:131072'
 //! ```
 
 use std::collections::HashMap;
@@ -34,8 +36,12 @@ struct Args {
     /// Simulated agents.
     #[arg(long, default_value_t = 100)]
     agents: usize,
-    /// Each agent's resources.
-    #[arg(long, default_value = "cpus:32;mem:131072;disk:100000")]
+    /// Each agent's resources. The default holds three tasks, so 300 are in
+    /// flight on 100 agents. The framework launches as fast as offers allow,
+    /// so every slot is always busy and a task's latency is the number in
+    /// flight divided by the rate (Little's law): with room for thousands
+    /// the latency measures that queue, not the path of one task.
+    #[arg(long, default_value = "cpus:0.3;mem:1024;disk:1000")]
     agent_resources: String,
     /// The master's allocation interval (offers also follow freed
     /// resources at once).
@@ -60,6 +66,9 @@ struct Record {
     last_finish: Option<Instant>,
     finished: usize,
     failed: usize,
+    /// Per task, in seconds: offer to ACCEPT sent, ACCEPT to the agent's
+    /// RUNNING, the agent's RUNNING to the framework.
+    phases: Vec<[f64; 3]>,
 }
 
 struct Launcher {
@@ -98,6 +107,11 @@ impl Scheduler for Launcher {
     }
 
     async fn offers(&mut self, driver: &Driver, offers: Vec<Offer>) {
+        // The accepts (one per agent) go out together and are waited for
+        // together: one round trip per OFFERS event, not one per offer, so
+        // updates queued behind this event are not held up.
+        let mut accepts = Vec::new();
+        let mut declines = Vec::new();
         for offer in offers {
             let arrived = Instant::now();
             let cpus = offer
@@ -112,12 +126,7 @@ impl Scheduler for Launcher {
             let fit = ((cpus / CPUS + 1e-9).floor().min((mem / MEM).floor())) as usize;
             let n = fit.min(self.remaining);
             if n == 0 {
-                let _ = driver
-                    .decline(
-                        std::slice::from_ref(&offer.id),
-                        Some(Duration::from_secs(3600)),
-                    )
-                    .await;
+                declines.push(offer.id.clone());
                 continue;
             }
             let mut tasks = Vec::with_capacity(n);
@@ -144,11 +153,21 @@ impl Scheduler for Launcher {
                 }
             }
             let launched: Vec<String> = tasks.iter().map(|t| t.task_id.to_string()).collect();
-            if driver
-                .accept(std::slice::from_ref(&offer.id), tasks, Some(Duration::ZERO))
-                .await
-                .is_err()
-            {
+            accepts.push(async move {
+                let refused = driver
+                    .accept(std::slice::from_ref(&offer.id), tasks, Some(Duration::ZERO))
+                    .await
+                    .is_err();
+                (refused, launched)
+            });
+        }
+        if !declines.is_empty() {
+            let _ = driver
+                .decline(&declines, Some(Duration::from_secs(3600)))
+                .await;
+        }
+        for (refused, launched) in futures::future::join_all(accepts).await {
+            if refused {
                 // Refused (the stream was replaced, say): never launched,
                 // so launched again later under new ids.
                 self.remaining += launched.len();
@@ -176,6 +195,16 @@ impl Scheduler for Launcher {
         match status.state {
             TaskState::Running if !running_seen => {
                 r.offer_to_running.push(now - arrived);
+                // The agent stamps its RUNNING with the same clock (one
+                // machine): split offer-to-RUNNING at the ACCEPT and there.
+                let agent_at = status.timestamp.as_unix_secs_f64();
+                let now_unix = cairn_model::Time::now().as_unix_secs_f64();
+                let submitted_unix = now_unix - (now - submitted).as_secs_f64();
+                r.phases.push([
+                    (submitted - arrived).as_secs_f64(),
+                    agent_at - submitted_unix,
+                    now_unix - agent_at,
+                ]);
                 r.launched
                     .insert(status.task_id.to_string(), (arrived, submitted, true));
             }
@@ -296,6 +325,25 @@ async fn main() -> anyhow::Result<()> {
         span.as_secs_f64()
     );
     println!("offer-to-RUNNING p50 {} p99 {}", ms(o50), ms(o99));
+    for (k, phase) in [
+        "offer to ACCEPT",
+        "ACCEPT to RUNNING at the agent",
+        "RUNNING at the agent to the framework",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut v: Vec<Duration> = r
+            .phases
+            .iter()
+            .map(|x| Duration::from_secs_f64(x[k].max(0.0)))
+            .collect();
+        println!(
+            "  {phase}: p50 {} p99 {}",
+            ms(pct(&mut v, 0.5)),
+            ms(pct(&mut v, 0.99))
+        );
+    }
     println!("submit-to-FINISHED p50 {} p99 {}", ms(s50), ms(s99));
     Ok(())
 }

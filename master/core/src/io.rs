@@ -32,6 +32,14 @@ pub enum LaunchRequest {
     Malformed { task_id: TaskId, reason: String },
 }
 
+/// One acknowledgement of a status update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Acknowledgement {
+    pub agent_id: AgentId,
+    pub task_id: TaskId,
+    pub uuid: StatusUuid,
+}
+
 /// A framework's call, already decoded and checked for shape.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
@@ -66,6 +74,8 @@ pub enum Call {
         task_id: TaskId,
         uuid: StatusUuid,
     },
+    /// Several acknowledgements, each handled as its own `Acknowledge`.
+    AcknowledgeMany(Vec<Acknowledgement>),
     Teardown,
     /// Replace the framework's FrameworkInfo (roles, capabilities,
     /// failover timeout, ...) without re-subscribing; `suppressed_roles`

@@ -32,5 +32,7 @@ pub mod view;
 
 pub use config::MasterConfig;
 pub use error::{CallError, InvariantViolation};
-pub use io::{AgentCommand, Call, ConnId, Event, Input, LaunchRequest, Output, ReportedTask};
+pub use io::{
+    Acknowledgement, AgentCommand, Call, ConnId, Event, Input, LaunchRequest, Output, ReportedTask,
+};
 pub use master::Master;

@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::ModelError;
 
@@ -172,13 +173,14 @@ impl<'de> Deserialize<'de> for ResourceName {
 }
 
 /// A set of integers as sorted, disjoint, non-adjacent inclusive ranges.
+/// Up to two ranges are held inline (an agent's `ports` is usually one).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct RangeSet(Vec<(u64, u64)>);
+pub struct RangeSet(SmallVec<[(u64, u64); 2]>);
 
 impl RangeSet {
     /// Normalises any list of inclusive ranges; `begin > end` is refused.
     pub fn from_ranges(ranges: impl IntoIterator<Item = (u64, u64)>) -> Result<Self, String> {
-        let mut v: Vec<(u64, u64)> = Vec::new();
+        let mut v: SmallVec<[(u64, u64); 4]> = SmallVec::new();
         for (b, e) in ranges {
             if b > e {
                 return Err(format!("range [{b}-{e}] ends before it begins"));
@@ -186,7 +188,7 @@ impl RangeSet {
             v.push((b, e));
         }
         v.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+        let mut out: SmallVec<[(u64, u64); 2]> = SmallVec::with_capacity(v.len());
         for (b, e) in v {
             match out.last_mut() {
                 Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
@@ -236,7 +238,7 @@ impl RangeSet {
 
     /// `self` minus `other` (values of `other` not in `self` are ignored).
     pub fn difference(&self, other: &RangeSet) -> RangeSet {
-        let mut out = Vec::new();
+        let mut out = SmallVec::new();
         for &(b, e) in &self.0 {
             let mut cur = b;
             let mut done = false;
@@ -288,39 +290,9 @@ impl fmt::Debug for RangeSet {
 /// hold the same resources compare equal.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
-    scalars: Vec<(ResourceName, Scalar)>,
-    ranges: Vec<(ResourceName, RangeSet)>,
+    scalars: SmallVec<[(ResourceName, Scalar); 4]>,
+    ranges: SmallVec<[(ResourceName, RangeSet); 1]>,
     sets: Vec<(ResourceName, BTreeSet<String>)>,
-}
-
-/// Merges two name-sorted lists, combining values present in both.
-fn merge<V: Clone>(
-    a: &[(ResourceName, V)],
-    b: &[(ResourceName, V)],
-    both: impl Fn(&V, &V) -> V,
-) -> Vec<(ResourceName, V)> {
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i].clone());
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j].clone());
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push((a[i].0.clone(), both(&a[i].1, &b[j].1)));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 fn lookup<'a, V>(list: &'a [(ResourceName, V)], name: &ResourceName) -> Option<&'a V> {
@@ -423,20 +395,30 @@ impl Resources {
     pub fn scalar_part(&self) -> Resources {
         Resources {
             scalars: self.scalars.clone(),
-            ranges: Vec::new(),
+            ranges: SmallVec::new(),
             sets: Vec::new(),
         }
     }
 
+    /// Adds in place: amounts of names already here change where they
+    /// are, so adding what a bundle already names allocates nothing for
+    /// scalars (the allocator does this for every agent in every cycle).
     pub fn add(&mut self, other: &Resources) {
-        if other.is_empty() {
-            return;
+        for (name, amount) in &other.scalars {
+            self.add_scalar(name.clone(), *amount);
         }
-        self.scalars = merge(&self.scalars, &other.scalars, |a, b| a.saturating_add(*b));
-        self.ranges = merge(&self.ranges, &other.ranges, RangeSet::union);
-        self.sets = merge(&self.sets, &other.sets, |a, b| {
-            a.union(b).cloned().collect()
-        });
+        for (name, ranges) in &other.ranges {
+            match self.ranges.binary_search_by(|(n, _)| n.cmp(name)) {
+                Ok(i) => self.ranges[i].1 = self.ranges[i].1.union(ranges),
+                Err(i) => self.ranges.insert(i, (name.clone(), ranges.clone())),
+            }
+        }
+        for (name, items) in &other.sets {
+            match self.sets.binary_search_by(|(n, _)| n.cmp(name)) {
+                Ok(i) => self.sets[i].1.extend(items.iter().cloned()),
+                Err(i) => self.sets.insert(i, (name.clone(), items.clone())),
+            }
+        }
     }
 
     pub fn plus(&self, other: &Resources) -> Resources {

@@ -21,6 +21,7 @@
 //! in a per-agent bitset indexed by framework slot, so a skip costs a few
 //! nanoseconds.
 
+mod quantities;
 mod sorter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,8 +31,10 @@ use cairn_model::{AgentId, FrameworkId, Resources, Role, Scalar, Time};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use smallvec::SmallVec;
 
-pub use sorter::{DrfSorter, dominant_share};
+pub use quantities::{Quantities, dominant_share};
+pub use sorter::DrfSorter;
 
 /// An agent's free resources are worth offering when they hold at least this
 /// many cpus or this much memory (Mesos's MIN_CPUS and MIN_MEM).
@@ -62,55 +65,160 @@ struct Filter {
     expires: Time,
 }
 
+/// An agent's books. What is allocated (offered plus used, by whoever) is
+/// not stored: it is `total - free + excess`. A cycle hands an agent's
+/// `free` over whole and touches nothing else of it, and the fields a cycle
+/// never reads (`total`, `excess`) live apart, so the cycle walks compact
+/// slots: at 50,000 agents in random order, memory traffic and not
+/// arithmetic sets its cost.
 #[derive(Debug)]
 struct AgentSlot {
     id: AgentId,
-    total: Resources,
-    /// Offered plus used, by whoever.
-    allocated: Resources,
+    /// What no one holds; always contained in `total`.
+    free: Resources,
     active: bool,
-    /// Bit `s` set: framework slot `s` has a filter on this agent.
-    filter_bits: Vec<u64>,
-    filters: Vec<(u32, Filter)>,
+    filters: AgentFilters,
+    cold: Box<AgentCold>,
 }
 
-impl AgentSlot {
-    fn has_filter_bit(&self, fw: u32) -> bool {
+/// The decline filters on one agent, by framework slot. Laid out for the
+/// cycle's question "has framework `s` a filter here?", asked for every
+/// framework skipped on every agent: a bit answers no (the common case)
+/// without leaving the slot, and a yes finds its entry by scanning a short
+/// inline list of slots, touching one filter only.
+#[derive(Debug, Default)]
+struct AgentFilters {
+    /// Bit `s` set: framework slot `s` has a filter here.
+    bits: SmallVec<[u64; 2]>,
+    /// Framework slots, in the order of `entries`.
+    slots: SmallVec<[u32; 6]>,
+    entries: Vec<Filter>,
+}
+
+impl AgentFilters {
+    fn has(&self, fw: u32) -> bool {
         let word = (fw / 64) as usize;
-        self.filter_bits
+        self.bits
             .get(word)
             .is_some_and(|w| w & (1u64 << (fw % 64)) != 0)
     }
 
-    fn set_filter(&mut self, fw: u32, filter: Filter) {
-        let word = (fw / 64) as usize;
-        if self.filter_bits.len() <= word {
-            self.filter_bits.resize(word + 1, 0);
+    fn get(&self, fw: u32) -> Option<&Filter> {
+        if !self.has(fw) {
+            return None;
         }
-        self.filter_bits[word] |= 1u64 << (fw % 64);
-        match self.filters.iter_mut().find(|(s, _)| *s == fw) {
-            Some((_, f)) => *f = filter,
-            None => self.filters.push((fw, filter)),
+        let i = self.slots.iter().position(|s| *s == fw)?;
+        self.entries.get(i)
+    }
+
+    fn set(&mut self, fw: u32, filter: Filter) {
+        let word = (fw / 64) as usize;
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        self.bits[word] |= 1u64 << (fw % 64);
+        match self.slots.iter().position(|s| *s == fw) {
+            Some(i) => self.entries[i] = filter,
+            None => {
+                self.slots.push(fw);
+                self.entries.push(filter);
+            }
         }
     }
 
-    fn clear_filter(&mut self, fw: u32) {
+    fn clear(&mut self, fw: u32) {
         let word = (fw / 64) as usize;
-        if let Some(w) = self.filter_bits.get_mut(word) {
+        if let Some(w) = self.bits.get_mut(word) {
             *w &= !(1u64 << (fw % 64));
         }
-        self.filters.retain(|(s, _)| *s != fw);
+        if let Some(i) = self.slots.iter().position(|s| *s == fw) {
+            self.slots.swap_remove(i);
+            self.entries.swap_remove(i);
+        }
+    }
+
+    /// Framework slots with a filter here.
+    fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+}
+
+#[derive(Debug)]
+struct AgentCold {
+    total: Resources,
+    /// Allocated beyond `total`: tasks an agent reported on re-registering
+    /// that no longer fit, or the same port held twice. Normally empty.
+    excess: Resources,
+}
+
+impl AgentSlot {
+    fn new(id: AgentId, total: Resources) -> Self {
+        AgentSlot {
+            id,
+            free: total.clone(),
+            active: true,
+            filters: AgentFilters::default(),
+            cold: Box::new(AgentCold {
+                total,
+                excess: Resources::new(),
+            }),
+        }
+    }
+
+    /// `total - free + excess`.
+    fn allocated(&self) -> Resources {
+        let mut a = self.cold.total.saturating_sub(&self.free);
+        a.add(&self.cold.excess);
+        a
+    }
+
+    /// Books `r` as allocated; what `free` does not have is excess.
+    fn allocate(&mut self, r: &Resources) {
+        if !self.free.contains(r) {
+            let short = r.saturating_sub(&self.free);
+            self.cold.excess.add(&short);
+        }
+        self.free = self.free.saturating_sub(r);
+    }
+
+    /// Books `r` as no longer allocated: it pays off excess first, and
+    /// `free` never grows past `total` (returning more than was allocated
+    /// frees nothing extra).
+    fn release(&mut self, r: &Resources) {
+        let back = if self.cold.excess.is_empty() {
+            r.clone()
+        } else {
+            let back = r.saturating_sub(&self.cold.excess);
+            self.cold.excess = self.cold.excess.saturating_sub(r);
+            back
+        };
+        self.free.add(&back);
+        if !self.cold.total.contains(&self.free) {
+            let total = &self.cold.total;
+            self.free = total.saturating_sub(&total.saturating_sub(&self.free));
+        }
+    }
+
+    fn set_total(&mut self, total: Resources) {
+        let allocated = self.allocated();
+        self.free = total.saturating_sub(&allocated);
+        self.cold.excess = allocated.saturating_sub(&total);
+        self.cold.total = total;
+    }
+
+    fn set_filter(&mut self, fw: u32, filter: Filter) {
+        self.filters.set(fw, filter);
+    }
+
+    fn clear_filter(&mut self, fw: u32) {
+        self.filters.clear(fw);
     }
 
     /// Whether framework slot `fw` refuses `free` on this agent at `now`.
     fn filtered(&self, fw: u32, free: &Resources, now: Time) -> bool {
-        if !self.has_filter_bit(fw) {
-            return false;
-        }
         self.filters
-            .iter()
-            .find(|(s, _)| *s == fw)
-            .is_some_and(|(_, f)| now < f.expires && f.resources.contains(free))
+            .get(fw)
+            .is_some_and(|f| now < f.expires && f.resources.contains(free))
     }
 }
 
@@ -126,7 +234,8 @@ struct FrameworkSlot {
 
 #[derive(Debug)]
 struct RoleEntry {
-    frameworks: DrfSorter<u32>,
+    role: Role,
+    frameworks: DrfSorter,
 }
 
 /// Tunables of the allocator.
@@ -145,8 +254,10 @@ pub struct Allocator {
     frameworks: Vec<Option<FrameworkSlot>>,
     framework_slots: HashMap<FrameworkId, u32>,
     free_framework_slots: Vec<u32>,
-    roles: BTreeMap<Role, RoleEntry>,
-    role_sorter: DrfSorter<Role>,
+    /// Indexed by role slot; roles are few and never forgotten.
+    roles: Vec<RoleEntry>,
+    role_slots: BTreeMap<Role, u32>,
+    role_sorter: DrfSorter,
     /// Sum of the totals of active agents: what shares are relative to.
     total: Resources,
     total_dirty: bool,
@@ -164,7 +275,8 @@ impl Allocator {
             frameworks: Vec::new(),
             framework_slots: HashMap::new(),
             free_framework_slots: Vec::new(),
-            roles: BTreeMap::new(),
+            roles: Vec::new(),
+            role_slots: BTreeMap::new(),
             role_sorter: DrfSorter::new(),
             total: Resources::new(),
             total_dirty: false,
@@ -175,6 +287,30 @@ impl Allocator {
 
     fn weight(&self, role: &Role) -> f64 {
         self.config.weights.get(role).copied().unwrap_or(1.0)
+    }
+
+    /// The slot of `role`, added (active, with its weight) when new.
+    fn role_slot(&mut self, role: &Role) -> u32 {
+        if let Some(&r) = self.role_slots.get(role) {
+            return r;
+        }
+        let r = u32::try_from(self.roles.len()).unwrap_or(u32::MAX);
+        let mut frameworks = DrfSorter::new();
+        frameworks.set_total(&self.total);
+        self.roles.push(RoleEntry {
+            role: role.clone(),
+            frameworks,
+        });
+        self.role_slots.insert(role.clone(), r);
+        let weight = self.weight(role);
+        self.role_sorter.add(r, weight);
+        self.role_sorter.activate(r);
+        r
+    }
+
+    fn role_entry_mut(&mut self, role: &Role) -> Option<&mut RoleEntry> {
+        let r = *self.role_slots.get(role)?;
+        self.roles.get_mut(r as usize)
     }
 
     fn agent_mut(&mut self, id: &AgentId) -> Option<&mut AgentSlot> {
@@ -205,14 +341,7 @@ impl Allocator {
             self.agents.push(None);
             u32::try_from(self.agents.len() - 1).unwrap_or(u32::MAX)
         });
-        self.agents[slot as usize] = Some(AgentSlot {
-            id: id.clone(),
-            total,
-            allocated: Resources::new(),
-            active: true,
-            filter_bits: Vec::new(),
-            filters: Vec::new(),
-        });
+        self.agents[slot as usize] = Some(AgentSlot::new(id.clone(), total));
         self.agent_slots.insert(id.clone(), slot);
         self.total_dirty = true;
         for (fw, role, r) in used {
@@ -227,7 +356,7 @@ impl Allocator {
             return;
         };
         if let Some(agent) = self.agents[slot as usize].take() {
-            for (fw, _) in &agent.filters {
+            for fw in agent.filters.slots() {
                 if let Some(Some(f)) = self.frameworks.get_mut(*fw as usize) {
                     f.filtered_agents.remove(&slot);
                 }
@@ -251,18 +380,18 @@ impl Allocator {
 
     pub fn update_agent_total(&mut self, id: &AgentId, total: Resources) {
         if let Some(a) = self.agent_mut(id) {
-            a.total = total;
+            a.set_total(total);
             self.total_dirty = true;
         }
     }
 
     /// What is offered or used on the agent.
-    pub fn allocated_on(&self, id: &AgentId) -> Option<&Resources> {
-        self.agent(id).map(|a| &a.allocated)
+    pub fn allocated_on(&self, id: &AgentId) -> Option<Resources> {
+        self.agent(id).map(AgentSlot::allocated)
     }
 
-    pub fn free_on(&self, id: &AgentId) -> Option<Resources> {
-        self.agent(id).map(|a| a.total.saturating_sub(&a.allocated))
+    pub fn free_on(&self, id: &AgentId) -> Option<&Resources> {
+        self.agent(id).map(|a| &a.free)
     }
 
     // ----- frameworks ---------------------------------------------------
@@ -292,18 +421,10 @@ impl Allocator {
         let Some(&slot) = self.framework_slots.get(id) else {
             return;
         };
-        let total = self.total.clone();
         for role in roles {
-            let weight = self.weight(role);
-            let entry = self.roles.entry(role.clone()).or_insert_with(|| {
-                let mut frameworks = DrfSorter::new();
-                frameworks.set_total(&total);
-                RoleEntry { frameworks }
-            });
-            entry.frameworks.add(slot, 1.0);
-            if !self.role_sorter.contains(role) {
-                self.role_sorter.add(role.clone(), weight);
-                self.role_sorter.activate(role);
+            let r = self.role_slot(role);
+            if let Some(entry) = self.roles.get_mut(r as usize) {
+                entry.frameworks.add(slot, 1.0);
             }
         }
         if let Some(Some(f)) = self.frameworks.get_mut(slot as usize) {
@@ -326,8 +447,8 @@ impl Allocator {
             }
         }
         self.expiries.retain(|(_, _, fw)| *fw != slot);
-        for entry in self.roles.values_mut() {
-            entry.frameworks.remove(&slot);
+        for entry in &mut self.roles {
+            entry.frameworks.remove(slot);
         }
         self.free_framework_slots.push(slot);
     }
@@ -409,12 +530,13 @@ impl Allocator {
         let Some(Some(f)) = self.frameworks.get(slot as usize) else {
             return;
         };
-        for (role, entry) in &mut self.roles {
+        for entry in &mut self.roles {
+            let role = &entry.role;
             let wanted = f.active && f.roles.contains(role) && !f.suppressed.contains(role);
             if wanted {
-                entry.frameworks.activate(&slot);
+                entry.frameworks.activate(slot);
             } else {
-                entry.frameworks.deactivate(&slot);
+                entry.frameworks.deactivate(slot);
             }
         }
     }
@@ -431,13 +553,14 @@ impl Allocator {
         r: &Resources,
     ) {
         if let Some(a) = self.agent_mut(agent) {
-            a.allocated.add(r);
+            a.allocate(r);
         }
-        self.role_sorter.allocated(role, r);
+        let role_slot = self.role_slot(role);
+        self.role_sorter.allocated(role_slot, r);
         if let Some(&slot) = self.framework_slots.get(framework)
-            && let Some(entry) = self.roles.get_mut(role)
+            && let Some(entry) = self.roles.get_mut(role_slot as usize)
         {
-            entry.frameworks.allocated(&slot, r);
+            entry.frameworks.allocated(slot, r);
         }
     }
 
@@ -456,7 +579,7 @@ impl Allocator {
         if let Some(&agent_slot) = self.agent_slots.get(agent)
             && let Some(Some(a)) = self.agents.get_mut(agent_slot as usize)
         {
-            a.allocated = a.allocated.saturating_sub(r);
+            a.release(r);
             if let (Some(fw), Some((now, d))) = (fw_slot, refuse)
                 && !d.is_zero()
                 && !r.is_empty()
@@ -475,11 +598,13 @@ impl Allocator {
                 }
             }
         }
-        self.role_sorter.unallocated(role, r);
+        if let Some(&role_slot) = self.role_slots.get(role) {
+            self.role_sorter.unallocated(role_slot, r);
+        }
         if let Some(slot) = fw_slot
-            && let Some(entry) = self.roles.get_mut(role)
+            && let Some(entry) = self.role_entry_mut(role)
         {
-            entry.frameworks.unallocated(&slot, r);
+            entry.frameworks.unallocated(slot, r);
         }
     }
 
@@ -502,11 +627,7 @@ impl Allocator {
             self.expiries.pop_first();
             if let Some(Some(a)) = self.agents.get_mut(agent as usize) {
                 // A newer filter for the same pair may have replaced this one.
-                let current = a
-                    .filters
-                    .iter()
-                    .find(|(s, _)| *s == fw)
-                    .map(|(_, f)| f.expires);
+                let current = a.filters.get(fw).map(|f| f.expires);
                 if current.is_some_and(|e| e <= now) {
                     a.clear_filter(fw);
                     if let Some(Some(f)) = self.frameworks.get_mut(fw as usize) {
@@ -520,11 +641,8 @@ impl Allocator {
     /// Stage 2.
     fn collect_candidates(&mut self, scope: &Scope) -> Vec<u32> {
         let allocatable = |a: &AgentSlot| {
-            a.active && {
-                let free_cpus = a.total.cpus().saturating_sub(a.allocated.cpus());
-                let free_mem = a.total.mem().saturating_sub(a.allocated.mem());
-                free_cpus >= MIN_ALLOCATABLE_CPUS || free_mem >= MIN_ALLOCATABLE_MEM
-            }
+            a.active
+                && (a.free.cpus() >= MIN_ALLOCATABLE_CPUS || a.free.mem() >= MIN_ALLOCATABLE_MEM)
         };
         let mut out: Vec<u32> = match scope {
             Scope::All => self
@@ -551,45 +669,46 @@ impl Allocator {
 
     /// Stage 3.
     fn allocate_fair_share(&mut self, now: Time, candidates: &[u32]) -> Vec<Allocation> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(candidates.len());
         for &agent_slot in candidates {
             let Some(Some(agent)) = self.agents.get(agent_slot as usize) else {
                 continue;
             };
-            let free = agent.total.saturating_sub(&agent.allocated);
-            let mut choice: Option<(Role, u32)> = None;
+            let mut choice: Option<(u32, u32)> = None;
             'roles: for role in self.role_sorter.iter() {
-                let Some(entry) = self.roles.get(role) else {
+                let Some(entry) = self.roles.get(role as usize) else {
                     continue;
                 };
-                for &fw in entry.frameworks.iter() {
-                    if !agent.filtered(fw, &free, now) {
-                        choice = Some((role.clone(), fw));
+                for fw in entry.frameworks.iter() {
+                    if !agent.filtered(fw, &agent.free, now) {
+                        choice = Some((role, fw));
                         break 'roles;
                     }
                 }
             }
-            let Some((role, fw)) = choice else {
+            let Some((role_slot, fw)) = choice else {
                 continue;
             };
             let Some(Some(framework)) = self.frameworks.get(fw as usize) else {
                 continue;
             };
             let framework_id = framework.id.clone();
-            let agent_id = agent.id.clone();
-            if let Some(Some(a)) = self.agents.get_mut(agent_slot as usize) {
-                a.allocated.add(&free);
-            }
-            self.role_sorter.allocated(&role, &free);
-            if let Some(entry) = self.roles.get_mut(&role) {
-                entry.frameworks.allocated(&fw, &free);
-            }
-            out.push(Allocation {
+            let (Some(Some(agent)), Some(entry)) = (
+                self.agents.get_mut(agent_slot as usize),
+                self.roles.get_mut(role_slot as usize),
+            ) else {
+                continue;
+            };
+            let free = std::mem::take(&mut agent.free);
+            entry.frameworks.allocated(fw, &free);
+            let allocation = Allocation {
                 framework: framework_id,
-                role,
-                agent: agent_id,
+                role: entry.role.clone(),
+                agent: agent.id.clone(),
                 resources: free,
-            });
+            };
+            self.role_sorter.allocated(role_slot, &allocation.resources);
+            out.push(allocation);
         }
         out
     }
@@ -597,10 +716,10 @@ impl Allocator {
     fn refresh_total(&mut self) {
         let mut total = Resources::new();
         for a in self.agents.iter().flatten().filter(|a| a.active) {
-            total.add(&a.total.scalar_part());
+            total.add(&a.cold.total.scalar_part());
         }
         self.role_sorter.set_total(&total);
-        for entry in self.roles.values_mut() {
+        for entry in &mut self.roles {
             entry.frameworks.set_total(&total);
         }
         self.total = total;
@@ -616,8 +735,10 @@ impl Allocator {
         let Some(slot) = self.framework_slots.get(framework) else {
             return 0.0;
         };
-        self.roles
+        let slot = *slot;
+        self.role_slots
             .get(role)
+            .and_then(|r| self.roles.get(*r as usize))
             .and_then(|e| e.frameworks.share(slot))
             .unwrap_or(0.0)
     }
@@ -772,6 +893,71 @@ mod tests {
         let allocs = a.allocate(t(0), &Scope::Agents(only));
         assert_eq!(allocs.len(), 1);
         assert_eq!(allocs[0].agent.as_str(), "a1");
+    }
+
+    #[test]
+    fn tasks_beyond_an_agents_total_keep_it_full_until_enough_of_them_end() {
+        let mut a = setup(0, &["f1"]);
+        let agent = AgentId::new("a0");
+        let fw = FrameworkId::new("f1");
+        // Re-registered with fewer resources than its tasks use.
+        let task = res("cpus:3;mem:1024");
+        a.add_agent(
+            &agent,
+            res("cpus:4;mem:4096"),
+            &[
+                (fw.clone(), role(), task.clone()),
+                (fw.clone(), role(), task.clone()),
+            ],
+        );
+        assert_eq!(
+            a.allocated_on(&agent),
+            Some(res("cpus:6;mem:2048")),
+            "what is allocated is counted in full, past the total"
+        );
+        assert_eq!(a.free_on(&agent), Some(&res("mem:2048")));
+        a.recover(&agent, &fw, &role(), &task, None);
+        assert_eq!(a.free_on(&agent), Some(&res("cpus:1;mem:3072")));
+        a.recover(&agent, &fw, &role(), &task, None);
+        assert_eq!(a.free_on(&agent), Some(&res("cpus:4;mem:4096")));
+        // Returning more than was allocated frees nothing beyond the total.
+        a.recover(&agent, &fw, &role(), &task, None);
+        assert_eq!(a.free_on(&agent), Some(&res("cpus:4;mem:4096")));
+        assert_eq!(a.allocated_on(&agent), Some(Resources::new()));
+    }
+
+    #[test]
+    fn a_smaller_total_leaves_running_tasks_allocated() {
+        let mut a = setup(1, &["f1"]);
+        let agent = AgentId::new("a0");
+        let fw = FrameworkId::new("f1");
+        a.allocate_to(&agent, &fw, &role(), &res("cpus:3;mem:1024"));
+        a.update_agent_total(&agent, res("cpus:2;mem:4096"));
+        assert_eq!(a.free_on(&agent), Some(&res("mem:3072")));
+        assert_eq!(a.allocated_on(&agent), Some(res("cpus:3;mem:1024")));
+        a.update_agent_total(&agent, res("cpus:8;mem:4096"));
+        assert_eq!(a.free_on(&agent), Some(&res("cpus:5;mem:3072")));
+    }
+
+    #[test]
+    fn a_port_held_twice_is_free_only_when_both_holders_return_it() {
+        let mut a = setup(0, &["f1"]);
+        let agent = AgentId::new("a0");
+        let fw = FrameworkId::new("f1");
+        a.add_agent(&agent, res("cpus:4;mem:4096;ports:[100-110]"), &[]);
+        let port = res("ports:[105-105]");
+        a.allocate_to(&agent, &fw, &role(), &port);
+        a.allocate_to(&agent, &fw, &role(), &port);
+        a.recover(&agent, &fw, &role(), &port, None);
+        assert_eq!(
+            a.free_on(&agent),
+            Some(&res("cpus:4;mem:4096;ports:[100-104,106-110]"))
+        );
+        a.recover(&agent, &fw, &role(), &port, None);
+        assert_eq!(
+            a.free_on(&agent),
+            Some(&res("cpus:4;mem:4096;ports:[100-110]"))
+        );
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Master {
                 task_id,
                 uuid,
             } => self.acknowledge(&framework_id, &agent_id, &task_id, uuid),
+            Call::AcknowledgeMany(acks) => {
+                for a in acks {
+                    self.acknowledge(&framework_id, &a.agent_id, &a.task_id, a.uuid);
+                }
+            }
             Call::Teardown => {
                 self.remove_framework(now, &framework_id, "torn down by the framework")
             }

@@ -72,12 +72,12 @@ impl Master {
                 });
             }
             match self.allocator.allocated_on(&agent.id) {
-                Some(a) if *a == allocated => {}
+                Some(a) if a == allocated => {}
                 other => {
                     return Err(InvariantViolation::AllocatorMismatch {
                         agent: agent.id.clone(),
                         allocator: other
-                            .map(ToString::to_string)
+                            .map(|a| a.to_string())
                             .unwrap_or_else(|| "nothing".into()),
                         records: allocated.to_string(),
                     });
