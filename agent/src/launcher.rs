@@ -170,64 +170,24 @@ impl Launcher for PosixLauncher {
 
     fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
         let log_path = spec.sandbox.join("executor.log");
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|source| LaunchError::Open {
-                    path: log_path.clone(),
-                    source,
-                })
-        };
-        let (out, err) = (open()?, open()?);
-        let mut cmd = tokio::process::Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.sandbox)
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(false);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // calls only setsid(2), which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+        let spawn_spec =
+            crate::spawn::executor_spec(&spec, &log_path).map_err(|source| LaunchError::Open {
+                path: log_path.clone(),
+                source,
+            })?;
+        let child = crate::spawn::spawn(&spawn_spec).map_err(|source| LaunchError::Spawn {
             container: spec.container_id.clone(),
             program: spec.program.clone(),
             source,
         })?;
-        let pid = child.id().unwrap_or(0);
+        let pid = child.pid;
         if let Ok(mut s) = self.sessions.lock() {
             s.insert(spec.container_id.clone(), i32::try_from(pid).unwrap_or(0));
         }
-        let (tx, exited) = oneshot::channel();
-        tokio::spawn(async move {
-            let termination = match child.wait().await {
-                Ok(status) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    Termination {
-                        exit_code: status.code(),
-                        signal: status.signal(),
-                        reason: None,
-                        message: None,
-                    }
-                }
-                Err(e) => Termination {
-                    message: Some(format!("cannot wait for the executor: {e}")),
-                    ..Termination::default()
-                },
-            };
-            let _ = tx.send(termination);
-        });
-        Ok(Launched { pid, exited })
+        Ok(Launched {
+            pid,
+            exited: crate::spawn::watch(child),
+        })
     }
 
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {

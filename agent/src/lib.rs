@@ -13,6 +13,7 @@ pub mod launcher;
 mod master_link;
 pub mod mesos_executor;
 pub mod resources;
+pub mod spawn;
 pub mod usage;
 
 use std::future::Future;

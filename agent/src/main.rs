@@ -20,7 +20,13 @@ fn main() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     cairn_model::runtime::init_logging(cli.log_format);
-    let rt = tokio::runtime::Runtime::new()?;
+    // Few blocking threads: they run container destruction and file
+    // reads, and each thread is mappings that every fork of the agent (one
+    // per executor it starts) has to copy.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(cli.agent.listen)
             .await

@@ -4,6 +4,7 @@
 //! workloads: a grid of agents x frameworks, each cycle measured alone (the
 //! state it starts from is built outside the timing).
 
+pub mod flood;
 pub mod sim_agent;
 
 use std::time::Duration;

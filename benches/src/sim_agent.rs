@@ -16,6 +16,10 @@ use std::time::Duration;
 /// at 10 s and backs off).
 const RETRY_EVERY: Duration = Duration::from_secs(10);
 
+/// Reconnection backoff, as the real agent's (`agent/src/master_link.rs`).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 use cairn_model::convert::agent_info_to_pb;
 use cairn_model::zk::Leader;
 use cairn_model::{AgentInfo, Resources};
@@ -48,6 +52,17 @@ fn uuid_bytes() -> Vec<u8> {
     b
 }
 
+/// What simulated agent `i` announces.
+fn sim_info(i: usize, resources: &Resources) -> AgentInfo {
+    AgentInfo {
+        hostname: format!("sim-{i}"),
+        // Nothing connects to a simulated agent.
+        address: "127.0.0.1:9".into(),
+        resources: resources.clone(),
+        attributes: Vec::new(),
+    }
+}
+
 /// A fleet of simulated agents.
 #[derive(Debug)]
 pub struct SimAgents {
@@ -62,18 +77,32 @@ impl SimAgents {
         resources: &Resources,
         leaders: &watch::Receiver<Option<Leader>>,
     ) -> Self {
+        Self::start_from(n, resources, leaders, &[])
+    }
+
+    /// Like [`SimAgents::start`], agent `i` connecting from
+    /// `sources[i % len]` (any when empty): one source address has only so
+    /// many ephemeral ports towards one master (28,232 by Linux's default
+    /// range), so tens of thousands of agents on one machine need several
+    /// loopback addresses.
+    pub fn start_from(
+        n: usize,
+        resources: &Resources,
+        leaders: &watch::Receiver<Option<Leader>>,
+        sources: &[std::net::IpAddr],
+    ) -> Self {
         let mut states = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
             let state = Arc::new(Mutex::new(SimAgentState::default()));
-            let info = AgentInfo {
-                hostname: format!("sim-{i}"),
-                // Nothing connects to a simulated agent.
-                address: "127.0.0.1:9".into(),
-                resources: resources.clone(),
-                attributes: Vec::new(),
-            };
-            tasks.push(tokio::spawn(run(info, leaders.clone(), state.clone())));
+            let info = sim_info(i, resources);
+            let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            tasks.push(tokio::spawn(run(
+                info,
+                leaders.clone(),
+                state.clone(),
+                source,
+            )));
             states.push(state);
         }
         SimAgents { states, tasks }
@@ -107,6 +136,50 @@ impl SimAgents {
     }
 }
 
+impl SimAgents {
+    /// Starts `n` agents with `resources` each, registering with the master
+    /// at `endpoint`, `per_connection` of them sharing one HTTP/2
+    /// connection (each agent still its own gRPC session). For more agents
+    /// than this process may hold connections; it does not follow a leader.
+    pub fn start_shared(
+        n: usize,
+        resources: &Resources,
+        endpoint: &str,
+        per_connection: usize,
+    ) -> Result<Self, tonic::transport::Error> {
+        let per_connection = per_connection.max(1);
+        let mut states = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        let mut channel = None;
+        for i in 0..n {
+            if i % per_connection == 0 {
+                channel = Some(
+                    tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                );
+            }
+            let Some(channel) = channel.clone() else {
+                continue;
+            };
+            let state = Arc::new(Mutex::new(SimAgentState::default()));
+            let info = sim_info(i, resources);
+            let st = state.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    session_on(&info, channel.clone(), &st).await;
+                    if let Ok(mut s) = st.lock() {
+                        s.registered = None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }));
+            states.push(state);
+        }
+        Ok(SimAgents { states, tasks })
+    }
+}
+
 impl Drop for SimAgents {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -121,12 +194,15 @@ async fn run(
     info: AgentInfo,
     mut leaders: watch::Receiver<Option<Leader>>,
     state: Arc<Mutex<SimAgentState>>,
+    source: Option<std::net::IpAddr>,
 ) {
+    let mut backoff = BACKOFF_MIN;
     loop {
         let leader = leaders.borrow_and_update().clone();
+        let registrations = state.lock().map(|s| s.registrations).unwrap_or(0);
         if let Some(leader) = leader {
             tokio::select! {
-                () = session(&info, &leader, &state) => {}
+                () = session(&info, &leader, &state, source) => {}
                 r = leaders.changed() => if r.is_err() { return },
             }
         } else if leaders.changed().await.is_err() {
@@ -134,25 +210,71 @@ async fn run(
         }
         if let Ok(mut s) = state.lock() {
             s.registered = None;
+            if s.registrations > registrations {
+                backoff = BACKOFF_MIN;
+            }
         }
-        // A failed attempt at the same leader is retried shortly; a new
-        // leader at once (the select above returns as soon as it changes).
+        // As a real agent does: a failed attempt at the same leader is
+        // retried after a backoff that doubles, a new leader tried at once
+        // (the select returns as soon as it changes) with a fresh backoff.
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            r = leaders.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(backoff) => {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            r = leaders.changed() => {
+                if r.is_err() { return }
+                backoff = BACKOFF_MIN;
+            }
         }
     }
 }
 
-async fn session(info: &AgentInfo, leader: &Leader, state: &Arc<Mutex<SimAgentState>>) {
+async fn session(
+    info: &AgentInfo,
+    leader: &Leader,
+    state: &Arc<Mutex<SimAgentState>>,
+    source: Option<std::net::IpAddr>,
+) {
     let Ok(endpoint) =
         tonic::transport::Endpoint::from_shared(format!("http://{}", leader.endpoint))
     else {
         return;
     };
-    let Ok(channel) = endpoint.tcp_nodelay(true).connect().await else {
+    let endpoint = endpoint.tcp_nodelay(true);
+    let channel = match source {
+        None => endpoint.connect().await,
+        Some(source) => {
+            let target = leader.endpoint.clone();
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                    let target = target.clone();
+                    async move {
+                        let addr: std::net::SocketAddr = target
+                            .parse()
+                            .map_err(|_| std::io::Error::other("bad master address"))?;
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind(std::net::SocketAddr::new(source, 0))?;
+                        let stream = socket.connect(addr).await?;
+                        stream.set_nodelay(true)?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+    };
+    let Ok(channel) = channel else {
         return;
     };
+    session_on(info, channel, state).await;
+}
+
+/// One session over `channel` (a connection of its own, or one shared with
+/// other agents).
+async fn session_on(
+    info: &AgentInfo,
+    channel: tonic::transport::Channel,
+    state: &Arc<Mutex<SimAgentState>>,
+) {
     let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
     let agent_id = state
         .lock()

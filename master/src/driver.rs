@@ -27,8 +27,13 @@ pub const CONNECTION_QUEUE: usize = 65_536;
 /// Queue length of the driver's inbox.
 const INBOX: usize = 65_536;
 
-pub type EventSink = mpsc::Sender<Result<pb::Event, Status>>;
-pub type AgentSink = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+/// Items of a connection's queue are boxed: a queue's first block holds 32
+/// of them whether or not they are used, and an unboxed agent message is
+/// 640 bytes, so with tens of thousands of agents the empty queues alone
+/// would take 20 KB each.
+pub type Item<T> = Box<Result<T, Status>>;
+pub type EventSink = mpsc::Sender<Item<pb::Event>>;
+pub type AgentSink = mpsc::Sender<Item<pb::MasterMessage>>;
 /// A framework on the Mesos HTTP API: its door formats the core's events;
 /// `Err` ends the stream with the reason.
 pub type HttpEventSink = mpsc::Sender<Result<cairn_master_core::Event, String>>;
@@ -283,9 +288,9 @@ impl Driver {
                     event,
                 } => {
                     let full = match self.sinks.get(&conn) {
-                        Some(Sink::Framework(tx)) => {
-                            tx.try_send(Ok(event_to_pb(&event, &self.info))).is_err()
-                        }
+                        Some(Sink::Framework(tx)) => tx
+                            .try_send(Box::new(Ok(event_to_pb(&event, &self.info))))
+                            .is_err(),
                         Some(Sink::HttpFramework(tx)) => tx.try_send(Ok(event)).is_err(),
                         _ => false,
                     };
@@ -312,7 +317,7 @@ impl Driver {
                         message: Some(agent_command_to_pb(&command, &self.info)),
                     };
                     let full = match self.sinks.get(&conn) {
-                        Some(Sink::Agent(tx)) => tx.try_send(Ok(msg)).is_err(),
+                        Some(Sink::Agent(tx)) => tx.try_send(Box::new(Ok(msg))).is_err(),
                         _ => false,
                     };
                     if full {
@@ -342,13 +347,13 @@ impl Driver {
     fn close(&mut self, conn: ConnId, reason: &str) {
         match self.sinks.remove(&conn) {
             Some(Sink::Framework(tx)) => {
-                let _ = tx.try_send(Err(Status::aborted(reason.to_string())));
+                let _ = tx.try_send(Box::new(Err(Status::aborted(reason.to_string()))));
             }
             Some(Sink::HttpFramework(tx)) => {
                 let _ = tx.try_send(Err(reason.to_string()));
             }
             Some(Sink::Agent(tx)) => {
-                let _ = tx.try_send(Err(Status::aborted(reason.to_string())));
+                let _ = tx.try_send(Box::new(Err(Status::aborted(reason.to_string()))));
             }
             None => {}
         }

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{call_from_pb, register_from_pb, status_update_from_pb, subscribe_from_pb};
-use crate::driver::{CONNECTION_QUEUE, Handle, Sink, Stopped};
+use crate::driver::{CONNECTION_QUEUE, Handle, Item, Sink, Stopped};
 
 /// Largest message accepted from a client (4 MiB, tonic's default, stated).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -34,14 +34,20 @@ pub fn call_error_status(e: &CallError) -> Status {
 
 /// A connection's outbound stream. When the client goes away (or the driver
 /// closes the stream), dropping it reports the disconnection to the core.
-pub type ConnStream<T> = NotifyOnDrop<ReceiverStream<Result<T, Status>>>;
+pub type ConnStream<T> = NotifyOnDrop<
+    tokio_stream::adapters::Map<ReceiverStream<Item<T>>, fn(Item<T>) -> Result<T, Status>>,
+>;
 
-fn conn_stream<T>(
-    rx: mpsc::Receiver<Result<T, Status>>,
-    handle: Handle,
-    on_drop: Input,
-) -> ConnStream<T> {
-    NotifyOnDrop::new(ReceiverStream::new(rx), move || handle.send_later(on_drop))
+// The queue's items arrive boxed (see `Item`); tonic takes them unboxed.
+#[allow(clippy::boxed_local)]
+fn unbox<T>(item: Item<T>) -> Result<T, Status> {
+    *item
+}
+
+fn conn_stream<T>(rx: mpsc::Receiver<Item<T>>, handle: Handle, on_drop: Input) -> ConnStream<T> {
+    use tokio_stream::StreamExt;
+    let stream = ReceiverStream::new(rx).map(unbox::<T> as fn(Item<T>) -> Result<T, Status>);
+    NotifyOnDrop::new(stream, move || handle.send_later(on_drop))
 }
 
 #[derive(Debug, Clone)]
@@ -247,7 +253,9 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                                 // session ends with the reason, and the agent
                                 // re-registers.
                                 tracing::warn!(conn = conn.0, error = %e, "malformed status update from agent");
-                                let _ = tx.try_send(Err(Status::invalid_argument(e.to_string())));
+                                let _ = tx.try_send(Box::new(Err(Status::invalid_argument(
+                                    e.to_string(),
+                                ))));
                                 break;
                             }
                         }
@@ -302,9 +310,9 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                         }
                     }
                     Some(pb::agent_message::Message::Register(_)) | None => {
-                        let _ = tx.try_send(Err(Status::invalid_argument(
+                        let _ = tx.try_send(Box::new(Err(Status::invalid_argument(
                             "REGISTER is only valid as the first message of a session",
-                        )));
+                        ))));
                         break;
                     }
                 };

@@ -16,7 +16,7 @@ use cairn_master_core::view::StateSnapshot;
 
 use crate::driver::Handle;
 use crate::operator;
-use crate::state_json::state_json;
+use crate::state_json::state_bytes;
 
 #[derive(Clone, Debug)]
 pub struct HttpState {
@@ -37,7 +37,7 @@ fn json_response(v: &Value) -> Response {
 
 async fn state(State(s): State<HttpState>, Query(j): Query<Jsonp>) -> Response {
     match s.handle.snapshot().await {
-        Ok(snapshot) => answer(&state_json(&snapshot, &s.handle.info, &s.flags), &j),
+        Ok(snapshot) => answer_bytes(state_bytes(&snapshot, &s.handle.info, &s.flags), &j),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
@@ -48,23 +48,39 @@ pub struct Jsonp {
     jsonp: Option<String>,
 }
 
+/// Like [`answer`], for JSON already written.
+fn answer_bytes(json: Vec<u8>, jsonp: &Jsonp) -> Response {
+    match jsonp.jsonp.as_deref() {
+        Some(cb) if valid_callback(cb) => {
+            let mut body = Vec::with_capacity(json.len() + cb.len() + 3);
+            body.extend_from_slice(cb.as_bytes());
+            body.push(b'(');
+            body.extend_from_slice(&json);
+            body.extend_from_slice(b");");
+            ([(header::CONTENT_TYPE, "text/javascript")], body).into_response()
+        }
+        Some(_) => (StatusCode::BAD_REQUEST, "jsonp: not a callback name\n").into_response(),
+        None => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+    }
+}
+
+fn valid_callback(cb: &str) -> bool {
+    !cb.is_empty()
+        && cb
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$')
+}
+
 fn answer(v: &Value, jsonp: &Jsonp) -> Response {
     match jsonp.jsonp.as_deref() {
-        Some(cb)
-            if !cb.is_empty()
-                && cb
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$') =>
-        {
-            (
-                [(header::CONTENT_TYPE, "text/javascript")],
-                format!(
-                    "{cb}({});",
-                    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
-                ),
-            )
-                .into_response()
-        }
+        Some(cb) if valid_callback(cb) => (
+            [(header::CONTENT_TYPE, "text/javascript")],
+            format!(
+                "{cb}({});",
+                serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+            ),
+        )
+            .into_response(),
         Some(_) => (StatusCode::BAD_REQUEST, "jsonp: not a callback name\n").into_response(),
         None => json_response(v),
     }

@@ -287,6 +287,7 @@ pub async fn serve(
         // bounce (every agent and framework arrives at once; refused, they
         // would retry in a storm while the master recovers).
         mode_tx.send_replace(Mode::Recovering);
+        let loading = std::time::Instant::now();
         let store = zk::ZkStore::new(&election, &registry_path).await?;
         let state = store.load().await?;
         let now = Time::now();
@@ -295,6 +296,7 @@ pub async fn serve(
             epoch = election.epoch,
             agents = state.agents.len(),
             frameworks = state.frameworks.len(),
+            load_ms = u64::try_from(loading.elapsed().as_millis()).unwrap_or(u64::MAX),
             "elected leader; recovered the registry"
         );
         core.recover(now, state);

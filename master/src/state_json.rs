@@ -3,8 +3,11 @@
 //! `slaves`, `slave_id`.)
 
 use cairn_master_core::task::StatusRecord;
-use cairn_master_core::view::{AgentView, FrameworkView, StateSnapshot, TaskView};
+use cairn_master_core::view::{
+    AgentView, FrameworkView, StateSnapshot, TaskView, UnreachableAgentView,
+};
 use cairn_model::{AttributeValue, Capability, Offer, ResourceName, Resources, Time};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::driver::MasterInfo;
@@ -13,26 +16,58 @@ use crate::driver::MasterInfo;
 /// "disk":0.0,"ports":"[31000-32000]"}`; cpus, gpus, mem and disk are always
 /// present, ranges and sets are strings.
 pub fn resources_json(r: &Resources) -> Value {
-    let mut m = Map::new();
-    for name in [
-        ResourceName::Cpus,
-        ResourceName::Gpus,
-        ResourceName::Mem,
-        ResourceName::Disk,
-    ] {
-        m.insert(name.to_string(), json!(r.scalar(&name).as_f64()));
+    serde_json::to_value(ResourcesJson(r)).unwrap_or(Value::Null)
+}
+
+/// [`resources_json`] written directly; keys in the same (sorted) order.
+#[derive(Debug)]
+pub struct ResourcesJson<'a>(pub &'a Resources);
+
+impl Serialize for ResourcesJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut entries: Vec<(&str, Value)> = Vec::with_capacity(6);
+        for name in [
+            ResourceName::Cpus,
+            ResourceName::Gpus,
+            ResourceName::Mem,
+            ResourceName::Disk,
+        ] {
+            entries.push((name_str(&name), json!(r.scalar(&name).as_f64())));
+        }
+        for (name, v) in r.scalars() {
+            if !matches!(
+                name,
+                ResourceName::Cpus | ResourceName::Gpus | ResourceName::Mem | ResourceName::Disk
+            ) {
+                entries.push((name.as_str(), json!(v.as_f64())));
+            }
+        }
+        for (name, set) in r.range_entries() {
+            entries.push((name.as_str(), json!(set.to_string())));
+        }
+        for (name, items) in r.set_entries() {
+            let joined: Vec<&str> = items.iter().map(String::as_str).collect();
+            entries.push((name.as_str(), json!(format!("{{{}}}", joined.join(",")))));
+        }
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let mut m = ser.serialize_map(Some(entries.len()))?;
+        for (k, v) in &entries {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
-    for (name, v) in r.scalars() {
-        m.insert(name.to_string(), json!(v.as_f64()));
+}
+
+fn name_str(n: &ResourceName) -> &'static str {
+    match n {
+        ResourceName::Cpus => "cpus",
+        ResourceName::Gpus => "gpus",
+        ResourceName::Mem => "mem",
+        ResourceName::Disk => "disk",
+        ResourceName::Ports => "ports",
+        ResourceName::Other(_) => "",
     }
-    for (name, set) in r.range_entries() {
-        m.insert(name.to_string(), json!(set.to_string()));
-    }
-    for (name, items) in r.set_entries() {
-        let joined: Vec<&str> = items.iter().map(String::as_str).collect();
-        m.insert(name.to_string(), json!(format!("{{{}}}", joined.join(","))));
-    }
-    Value::Object(m)
 }
 
 fn secs(t: Time) -> f64 {
@@ -56,19 +91,28 @@ fn status_json(s: &StatusRecord) -> Value {
 }
 
 pub fn task_json(t: &TaskView) -> Value {
-    json!({
-        "id": t.id.as_str(),
-        "name": t.name,
-        "framework_id": t.framework_id.as_str(),
-        "executor_id": "",
-        "slave_id": t.agent_id.as_str(),
-        "state": t.state.as_str(),
-        "resources": resources_json(&t.resources),
-        "role": t.role.as_str(),
-        "statuses": t.statuses.iter().map(status_json).collect::<Vec<_>>(),
-        "message": t.message,
-        "exit_code": t.exit_code,
-    })
+    serde_json::to_value(TaskJson(t)).unwrap_or(Value::Null)
+}
+
+struct TaskJson<'a>(&'a TaskView);
+
+impl Serialize for TaskJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("id", t.id.as_str())?;
+        m.serialize_entry("name", &t.name)?;
+        m.serialize_entry("framework_id", t.framework_id.as_str())?;
+        m.serialize_entry("executor_id", "")?;
+        m.serialize_entry("slave_id", t.agent_id.as_str())?;
+        m.serialize_entry("state", t.state.as_str())?;
+        m.serialize_entry("resources", &ResourcesJson(&t.resources))?;
+        m.serialize_entry("role", t.role.as_str())?;
+        m.serialize_entry("statuses", &Seq(&t.statuses, status_json))?;
+        m.serialize_entry("message", &t.message)?;
+        m.serialize_entry("exit_code", &t.exit_code)?;
+        m.end()
+    }
 }
 
 fn offer_json(o: &Offer) -> Value {
@@ -93,95 +137,190 @@ fn capability_name(c: Capability) -> &'static str {
 }
 
 pub fn framework_json(f: &FrameworkView) -> Value {
-    let roles: Vec<&str> = f.info.roles.iter().map(|r| r.as_str()).collect();
-    json!({
-        "id": f.id.as_str(),
-        "name": f.info.name,
-        "user": f.info.user,
-        "hostname": f.info.hostname,
-        "webui_url": f.info.webui_url,
-        "principal": f.info.principal,
-        "active": f.connected,
-        "connected": f.connected,
-        "recovered": false,
-        "checkpoint": f.info.checkpoint,
-        "failover_timeout": f.info.failover_timeout.as_secs_f64(),
-        "role": roles.first().copied().unwrap_or("*"),
-        "roles": roles,
-        "capabilities": f.info.capabilities.iter().map(|c| capability_name(*c)).collect::<Vec<_>>(),
-        "registered_time": secs(f.registered_at),
-        "reregistered_time": f.reregistered_at.map(secs),
-        "unregistered_time": f.disconnected_since.or(f.removed_at).map(secs),
-        "failover_deadline": f.failover_deadline.map(secs),
-        "suppressed_roles": f.suppressed_roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "used_resources": resources_json(&f.used),
-        "offered_resources": resources_json(&f.offered),
-        "resources": resources_json(&f.used.plus(&f.offered)),
-        "tasks": f.tasks.iter().map(task_json).collect::<Vec<_>>(),
-        "unreachable_tasks": f.unreachable_tasks.iter().map(task_json).collect::<Vec<_>>(),
-        "completed_tasks": f.completed_tasks.iter().map(task_json).collect::<Vec<_>>(),
-        "offers": f.offers.iter().map(offer_json).collect::<Vec<_>>(),
-        "executors": [],
-    })
+    serde_json::to_value(FrameworkJson(f)).unwrap_or(Value::Null)
+}
+
+struct FrameworkJson<'a>(&'a FrameworkView);
+
+impl Serialize for FrameworkJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let f = self.0;
+        let roles: Vec<&str> = f.info.roles.iter().map(|r| r.as_str()).collect();
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("id", f.id.as_str())?;
+        m.serialize_entry("name", &f.info.name)?;
+        m.serialize_entry("user", &f.info.user)?;
+        m.serialize_entry("hostname", &f.info.hostname)?;
+        m.serialize_entry("webui_url", &f.info.webui_url)?;
+        m.serialize_entry("principal", &f.info.principal)?;
+        m.serialize_entry("active", &f.connected)?;
+        m.serialize_entry("connected", &f.connected)?;
+        m.serialize_entry("recovered", &false)?;
+        m.serialize_entry("checkpoint", &f.info.checkpoint)?;
+        m.serialize_entry("failover_timeout", &f.info.failover_timeout.as_secs_f64())?;
+        m.serialize_entry("role", roles.first().copied().unwrap_or("*"))?;
+        m.serialize_entry("roles", &roles)?;
+        m.serialize_entry(
+            "capabilities",
+            &f.info
+                .capabilities
+                .iter()
+                .map(|c| capability_name(*c))
+                .collect::<Vec<_>>(),
+        )?;
+        m.serialize_entry("registered_time", &secs(f.registered_at))?;
+        m.serialize_entry("reregistered_time", &f.reregistered_at.map(secs))?;
+        m.serialize_entry(
+            "unregistered_time",
+            &f.disconnected_since.or(f.removed_at).map(secs),
+        )?;
+        m.serialize_entry("failover_deadline", &f.failover_deadline.map(secs))?;
+        m.serialize_entry(
+            "suppressed_roles",
+            &f.suppressed_roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
+        )?;
+        m.serialize_entry("used_resources", &ResourcesJson(&f.used))?;
+        m.serialize_entry("offered_resources", &ResourcesJson(&f.offered))?;
+        m.serialize_entry("resources", &ResourcesJson(&f.used.plus(&f.offered)))?;
+        m.serialize_entry("tasks", &Each(&f.tasks))?;
+        m.serialize_entry("unreachable_tasks", &Each(&f.unreachable_tasks))?;
+        m.serialize_entry("completed_tasks", &Each(&f.completed_tasks))?;
+        m.serialize_entry("offers", &Seq(&f.offers, offer_json))?;
+        m.serialize_entry("executors", &[(); 0])?;
+        m.end()
+    }
 }
 
 pub fn agent_json(a: &AgentView) -> Value {
-    let port = a
-        .info
-        .address
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .unwrap_or(0);
-    let unreserved = a.info.resources.clone();
-    json!({
-        "id": a.id.as_str(),
-        "hostname": a.info.hostname,
-        "port": port,
-        "pid": format!("slave(1)@{}", a.info.address),
-        "attributes": attributes_json(&a.info.attributes),
-        "registered_time": secs(a.registered_at),
-        "last_seen": secs(a.last_seen),
-        "resources": resources_json(&a.info.resources),
-        "used_resources": resources_json(&a.used),
-        "offered_resources": resources_json(&a.offered),
-        "reserved_resources": {},
-        "unreserved_resources": resources_json(&unreserved),
-        "active": a.connected,
-        "task_count": a.task_count,
-        "usage": a.usage,
-        "version": cairn_model::VERSION,
-    })
+    serde_json::to_value(AgentJson(a)).unwrap_or(Value::Null)
 }
 
-/// The whole of `/state`.
+struct AgentJson<'a>(&'a AgentView);
+
+impl Serialize for AgentJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let port = a
+            .info
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(0);
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("id", a.id.as_str())?;
+        m.serialize_entry("hostname", &a.info.hostname)?;
+        m.serialize_entry("port", &port)?;
+        m.serialize_entry("pid", &format!("slave(1)@{}", a.info.address))?;
+        m.serialize_entry("attributes", &attributes_json(&a.info.attributes))?;
+        m.serialize_entry("registered_time", &secs(a.registered_at))?;
+        m.serialize_entry("last_seen", &secs(a.last_seen))?;
+        m.serialize_entry("resources", &ResourcesJson(&a.info.resources))?;
+        m.serialize_entry("used_resources", &ResourcesJson(&a.used))?;
+        m.serialize_entry("offered_resources", &ResourcesJson(&a.offered))?;
+        m.serialize_entry("reserved_resources", &json!({}))?;
+        m.serialize_entry("unreserved_resources", &ResourcesJson(&a.info.resources))?;
+        m.serialize_entry("active", &a.connected)?;
+        m.serialize_entry("task_count", &a.task_count)?;
+        m.serialize_entry("usage", &a.usage)?;
+        m.serialize_entry("version", cairn_model::VERSION)?;
+        m.end()
+    }
+}
+
+/// The whole of `/state`, written straight to JSON: at tens of thousands
+/// of agents a `Value` tree of it took twenty times the memory of its text.
+pub fn state_bytes(s: &StateSnapshot, info: &MasterInfo, flags: &Value) -> Vec<u8> {
+    serde_json::to_vec(&StateJson { s, info, flags }).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// The whole of `/state` as a value (for tests and small clusters).
 pub fn state_json(s: &StateSnapshot, info: &MasterInfo, flags: &Value) -> Value {
-    let pid = format!("master@{}", info.address);
-    let active = s.agents.iter().filter(|a| a.connected).count();
-    json!({
-        "version": cairn_model::VERSION,
-        "id": s.master_id,
-        "pid": pid,
-        "hostname": info.hostname,
-        "start_time": secs(s.start_time),
-        "elected_time": secs(s.start_time),
-        "leader": pid,
-        "leader_info": info.to_json(),
-        "activated_slaves": active,
-        "deactivated_slaves": s.agents.len() - active,
-        "unreachable_slaves": s.unreachable_agents.len(),
-        "flags": flags,
-        "slaves": s.agents.iter().map(agent_json).collect::<Vec<_>>(),
-        "recovered_slaves": [],
-        "unreachable": s.unreachable_agents.iter().map(|u| json!({
-            "id": u.id.as_str(),
-            "hostname": u.info.hostname,
-            "since": secs(u.since),
-        })).collect::<Vec<_>>(),
-        "frameworks": s.frameworks.iter().map(framework_json).collect::<Vec<_>>(),
-        "completed_frameworks": s.completed_frameworks.iter().map(framework_json).collect::<Vec<_>>(),
-        "orphan_tasks": [],
-        "unregistered_frameworks": [],
-    })
+    serde_json::to_value(StateJson { s, info, flags }).unwrap_or(Value::Null)
+}
+
+struct StateJson<'a> {
+    s: &'a StateSnapshot,
+    info: &'a MasterInfo,
+    flags: &'a Value,
+}
+
+/// A sequence serialized item by item through `f`.
+struct Seq<'a, T, F>(&'a [T], F);
+
+impl<T, F, J> Serialize for Seq<'_, T, F>
+where
+    F: Fn(&T) -> J,
+    J: Serialize,
+{
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&(self.1)(item))?;
+        }
+        seq.end()
+    }
+}
+
+/// A slice of views, each written by its JSON wrapper.
+struct Each<'a, T>(&'a [T]);
+
+macro_rules! each {
+    ($view:ty, $json:ident) => {
+        impl Serialize for Each<'_, $view> {
+            fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+                for item in self.0 {
+                    seq.serialize_element(&$json(item))?;
+                }
+                seq.end()
+            }
+        }
+    };
+}
+
+each!(TaskView, TaskJson);
+each!(AgentView, AgentJson);
+each!(FrameworkView, FrameworkJson);
+
+impl Serialize for StateJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let (s, info) = (self.s, self.info);
+        let pid = format!("master@{}", info.address);
+        let active = s.agents.iter().filter(|a| a.connected).count();
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("version", cairn_model::VERSION)?;
+        m.serialize_entry("id", &s.master_id)?;
+        m.serialize_entry("pid", &pid)?;
+        m.serialize_entry("hostname", &info.hostname)?;
+        m.serialize_entry("start_time", &secs(s.start_time))?;
+        m.serialize_entry("elected_time", &secs(s.start_time))?;
+        m.serialize_entry("leader", &pid)?;
+        m.serialize_entry("leader_info", &info.to_json())?;
+        m.serialize_entry("activated_slaves", &active)?;
+        m.serialize_entry("deactivated_slaves", &(s.agents.len() - active))?;
+        m.serialize_entry("unreachable_slaves", &s.unreachable_agents.len())?;
+        m.serialize_entry("flags", self.flags)?;
+        m.serialize_entry("slaves", &Each(&s.agents))?;
+        m.serialize_entry("recovered_slaves", &[(); 0])?;
+        m.serialize_entry(
+            "unreachable",
+            &Seq(&s.unreachable_agents, |u: &UnreachableAgentView| {
+                json!({
+                    "id": u.id.as_str(),
+                    "hostname": u.info.hostname,
+                    "since": secs(u.since),
+                })
+            }),
+        )?;
+        m.serialize_entry("frameworks", &Each(&s.frameworks))?;
+        m.serialize_entry("completed_frameworks", &Each(&s.completed_frameworks))?;
+        m.serialize_entry("orphan_tasks", &[(); 0])?;
+        m.serialize_entry("unregistered_frameworks", &[(); 0])?;
+        m.end()
+    }
 }
 
 impl MasterInfo {

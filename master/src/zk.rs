@@ -52,6 +52,10 @@ fn op_err(path: &str) -> impl FnOnce(zk::Error) -> ZkError + '_ {
     }
 }
 
+/// Registry nodes read in one multi-read request: each is a few hundred
+/// bytes, so a batch stays far below ZooKeeper's 1 MB packet limit.
+const READ_BATCH: usize = 250;
+
 static PERSISTENT: zk::CreateOptions<'static> =
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
 static CONTENDER: zk::CreateOptions<'static> =
@@ -242,17 +246,52 @@ impl ZkStore {
             .list_children(&path)
             .await
             .map_err(|e| StoreError::Unreachable(format!("{path}: {e}")))?;
-        // Read concurrently: the session pipelines requests.
-        let reads = names.iter().map(|n| {
-            let p = format!("{path}/{n}");
-            async move { (n.clone(), self.client.get_data(&p).await) }
+        // Read in batches of one request each (ZooKeeper's multi-read), the
+        // batches concurrently: the session pipelines them. One request per
+        // node took a new leader 1.5 s for 10,000 agents, most of its
+        // failover.
+        let path = path.as_str();
+        let batches = names.chunks(READ_BATCH).map(|chunk| async move {
+            let mut reader = self.client.new_multi_reader();
+            for n in chunk {
+                reader
+                    .add_get_data(&format!("{path}/{n}"))
+                    .map_err(|e| StoreError::Unreachable(format!("{path}/{n}: {e}")))?;
+            }
+            match reader.commit().await {
+                Ok(results) => Ok(chunk.iter().cloned().zip(results).collect::<Vec<_>>()),
+                // A server without multi-read (before 3.6), or a batch
+                // whose answer is over its packet limit: one by one.
+                Err(_) => {
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for n in chunk {
+                        let r = match self.client.get_data(&format!("{path}/{n}")).await {
+                            Ok((data, stat)) => zk::MultiReadResult::Data { data, stat },
+                            Err(err) => zk::MultiReadResult::Error { err },
+                        };
+                        out.push((n.clone(), r));
+                    }
+                    Ok(out)
+                }
+            }
         });
         let mut out = Vec::with_capacity(names.len());
-        for (name, result) in futures::future::join_all(reads).await {
-            match result {
-                Ok((data, _)) => out.push((name, data)),
-                Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(StoreError::Unreachable(format!("{path}/{name}: {e}"))),
+        for batch in futures::future::join_all(batches).await {
+            for (name, result) in batch? {
+                match result {
+                    zk::MultiReadResult::Data { data, .. } => out.push((name, data)),
+                    zk::MultiReadResult::Error {
+                        err: zk::Error::NoNode,
+                    } => {}
+                    zk::MultiReadResult::Error { err } => {
+                        return Err(StoreError::Unreachable(format!("{path}/{name}: {err}")));
+                    }
+                    other => {
+                        return Err(StoreError::Unreachable(format!(
+                            "{path}/{name}: unexpected answer {other:?}"
+                        )));
+                    }
+                }
             }
         }
         Ok(out)

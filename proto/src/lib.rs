@@ -3,8 +3,9 @@
 //! Only generated code lives here. Conversions to the domain model, and all
 //! validation of what arrives on the wire, live in `cairn-model`.
 
-#![allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod codec;
 
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("cairn.v1");
 }

@@ -5,8 +5,9 @@
 //! Start-up of a container:
 //!
 //! ```text
-//! agent --fork--> shim: setsid, joins the container's cgroups (writes 0 to
-//!                 each cgroup.procs), unshare(PID|NS|UTS|IPC), exec executor binary
+//! agent --clone(VM|VFORK)--> shim: setsid, joins the container's cgroups
+//!                 (writes 0 to each cgroup.procs), unshare(PID|NS|UTS|IPC),
+//!                 exec executor binary (see `spawn.rs`)
 //!   shim (mount/uts/ipc ns): private mounts, tmpfs /tmp, sandbox bound at
 //!        /mnt/mesos/sandbox, hostname --fork--> init (PID 1): mounts /proc
 //!        --fork--> executor (PID 2) --fork--> task processes
@@ -28,7 +29,6 @@ use std::sync::Mutex;
 
 use cairn_agent_core::{Limitation, Termination};
 use cairn_model::{ContainerId, Reason, Resources};
-use tokio::sync::oneshot;
 
 use super::cgroups::{CgroupStats, Cgroups, FavorDynmods, Limits};
 use crate::checkpoint::PidRecord;
@@ -84,23 +84,6 @@ fn cpath(p: &std::path::Path) -> Option<CString> {
     CString::new(p.as_os_str().as_bytes()).ok()
 }
 
-/// Writes `data` to the file at `path`. Async-signal-safe: only open(2),
-/// write(2) and close(2), on memory prepared before the fork.
-fn write_raw(path: &CString, data: &[u8]) -> std::io::Result<()> {
-    // SAFETY: `path` is a valid NUL-terminated string and `data` a valid
-    // slice, both allocated before the fork; the fd is closed on every path.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = libc::write(fd, data.as_ptr().cast(), data.len());
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n < 0 { Err(err) } else { Ok(()) }
-    }
-}
-
 impl Launcher for LinuxLauncher {
     fn name(&self) -> &'static str {
         if self.namespaces {
@@ -133,105 +116,61 @@ impl Launcher for LinuxLauncher {
         if let Ok(mut l) = self.limits.lock() {
             l.insert(id.clone(), (task_mb, limit_mb));
         }
-        let procs: Vec<CString> = self
-            .cgroups
-            .procs_files(&cg)
-            .iter()
-            .filter_map(|p| cpath(p))
-            .collect();
-        let oom_adj = CString::new("/proc/self/oom_score_adj").unwrap_or_default();
         let log_path = spec.sandbox.join("executor.log");
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .map_err(|source| LaunchError::Open {
-                    path: log_path.clone(),
-                    source,
-                })
-        };
-        let (out, err) = (open()?, open()?);
-        let mut env = spec.env.clone();
+        let mut spec = spec;
         if self.namespaces {
-            env.push((
+            spec.env.push((
                 "CAIRN_CONTAINER_SANDBOX".into(),
                 spec.sandbox.display().to_string(),
             ));
-            env.push(("CAIRN_CONTAINER_HOSTNAME".into(), hostname_for(&id)));
-            env.push(("MESOS_SANDBOX".into(), CONTAINER_SANDBOX.into()));
+            spec.env
+                .push(("CAIRN_CONTAINER_HOSTNAME".into(), hostname_for(&id)));
+            spec.env
+                .push(("MESOS_SANDBOX".into(), CONTAINER_SANDBOX.into()));
         }
-        let mut cmd = tokio::process::Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.sandbox)
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(false);
-        let namespaces = self.namespaces;
-        // SAFETY: the closure runs in the child between fork and exec. It
-        // only makes syscalls (setsid, open, write, close, unshare) on memory
-        // prepared before the fork, all async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for p in &procs {
-                    write_raw(p, b"0")?;
-                }
+        let spawned = crate::spawn::executor_spec(&spec, &log_path)
+            .map_err(|source| LaunchError::Open {
+                path: log_path.clone(),
+                source,
+            })
+            .and_then(|mut s| {
+                s.cgroup_procs = self
+                    .cgroups
+                    .procs_files(&cg)
+                    .iter()
+                    .filter_map(|p| cpath(p))
+                    .collect();
                 // The executor should be the OOM killer's last choice in
                 // its container; tasks reset this to 0.
-                let _ = write_raw(&oom_adj, b"-999");
-                if namespaces {
-                    let flags = libc::CLONE_NEWPID
+                s.oom_score_adj = Some(b"-999");
+                if self.namespaces {
+                    s.unshare = libc::CLONE_NEWPID
                         | libc::CLONE_NEWNS
                         | libc::CLONE_NEWUTS
                         | libc::CLONE_NEWIPC;
-                    if libc::unshare(flags) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
                 }
-                Ok(())
-            });
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(source) => {
-                let _ = self.cgroups.destroy(&id, None);
-                return Err(LaunchError::Spawn {
-                    container: id,
+                crate::spawn::spawn(&s).map_err(|source| LaunchError::Spawn {
+                    container: id.clone(),
                     program: spec.program.clone(),
                     source,
-                });
+                })
+            });
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.cgroups.destroy(&id, None);
+                return Err(e);
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let pid = child.pid;
         tracing::debug!(container_id = %id, cgroups_us = t_cg.as_micros() as u64, spawn_us = (t0.elapsed() - t_cg).as_micros() as u64, "container started");
         if let Ok(mut s) = self.shims.lock() {
             s.insert(id.clone(), i32::try_from(pid).unwrap_or(0));
         }
-        let (tx, exited) = oneshot::channel();
-        tokio::spawn(async move {
-            let termination = match child.wait().await {
-                Ok(status) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    Termination {
-                        exit_code: status.code(),
-                        signal: status.signal(),
-                        reason: None,
-                        message: None,
-                    }
-                }
-                Err(e) => Termination {
-                    message: Some(format!("cannot wait for the executor: {e}")),
-                    ..Termination::default()
-                },
-            };
-            let _ = tx.send(termination);
-        });
-        Ok(Launched { pid, exited })
+        Ok(Launched {
+            pid,
+            exited: crate::spawn::watch(child),
+        })
     }
 
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {

@@ -1,0 +1,129 @@
+//! Real tasks, side by side with Slurm: N trivial jobs (`true`) through
+//! Cairn (a master and one agent with isolation: every task an executor and
+//! a process in cgroups and namespaces of its own) and, with
+//! `--slurm-peer`, the same N through Slurm on this machine, set up, run and
+//! stopped by the peer script. Prints both rates and their ratio, from one
+//! run.
+//!
+//! Run as root, with release binaries:
+//!
+//! ```text
+//! cargo build --release --bins -p cairn-master -p cairn-agent -p cairn-benches
+//! target/release/cairn-jobs-bench --tasks 1000 --slurm-peer ../shared/peers/slurm-peer.sh
+//! ```
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_benches::flood::{FloodSpec, flood};
+use cairn_tests::cluster::{Cluster, ClusterSpec};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn-jobs-bench")]
+struct Args {
+    /// Jobs to run through each scheduler.
+    #[arg(long, default_value_t = 1000)]
+    tasks: usize,
+    /// Tasks the agent can run at once (Slurm's peer has 256 slots).
+    #[arg(long, default_value_t = 256)]
+    slots: usize,
+    /// The agent's isolation.
+    #[arg(long, default_value = "cgroups,namespaces")]
+    isolation: String,
+    /// Slurm's peer script (`setup`, `bench N R`, `stop`); without it only
+    /// Cairn runs.
+    #[arg(long)]
+    slurm_peer: Option<PathBuf>,
+    /// Give up on Cairn after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    deadline_secs: u64,
+}
+
+/// Cairn's jobs per second.
+async fn cairn(args: &Args) -> anyhow::Result<f64> {
+    const CPUS: f64 = 0.1;
+    #[allow(clippy::cast_precision_loss)]
+    let cpus = args.slots as f64 * CPUS;
+    let cluster = Cluster::start(ClusterSpec {
+        agents: 1,
+        agent_resources: format!("cpus:{cpus};mem:{};disk:10000", args.slots * 64),
+        master_args: vec!["--allocation-interval".into(), "1s".into()],
+        agent_args: vec!["--isolation".into(), args.isolation.clone()],
+        ..ClusterSpec::default()
+    })
+    .await;
+    let mut report = flood(
+        &cluster.master_addr,
+        FloodSpec {
+            tasks: args.tasks,
+            cpus: CPUS,
+            mem: 32.0,
+            command: "true".into(),
+        },
+        Duration::from_secs(args.deadline_secs),
+    )
+    .await?;
+    report.print(&format!(
+        "one agent ({}, {} slots)",
+        args.isolation, args.slots
+    ));
+    anyhow::ensure!(report.failed == 0, "{} tasks failed", report.failed);
+    Ok(report.rate())
+}
+
+/// Slurm's jobs per second, from the peer script's summary line
+/// (`slurm: N jobs in S s = R jobs/s; ...`).
+fn slurm(script: &PathBuf, tasks: usize) -> anyhow::Result<f64> {
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new("bash").arg(script).args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} {}: {}\n{}",
+            script.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&["setup"])?;
+    let n = tasks.to_string();
+    let out = run(&["bench", &n, "1"]);
+    let stopped = run(&["stop"]);
+    let out = out?;
+    stopped?;
+    print!("{out}");
+    let summary = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("slurm:"))
+        .ok_or_else(|| anyhow::anyhow!("no summary line from the peer script"))?;
+    let rate = summary
+        .split(" = ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("cannot read the rate in {summary:?}"))?;
+    Ok(rate)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.tasks > 0 && args.slots > 0,
+        "--tasks and --slots must be positive"
+    );
+    let cairn_rate = cairn(&args).await?;
+    if let Some(script) = &args.slurm_peer {
+        let slurm_rate = slurm(script, args.tasks)?;
+        println!(
+            "{} jobs: Cairn {cairn_rate:.0} jobs/s, Slurm {slurm_rate:.1} jobs/s: Cairn {:.1}x",
+            args.tasks,
+            cairn_rate / slurm_rate.max(1e-9)
+        );
+    }
+    Ok(())
+}
