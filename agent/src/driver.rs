@@ -25,6 +25,11 @@ pub type MasterSink = mpsc::Sender<pb::AgentMessage>;
 /// Queue length of an executor's or the master session's outbound messages.
 pub const CONNECTION_QUEUE: usize = 16_384;
 
+/// The argument with which the agent's binary starts a framework's own
+/// executor in its container: `<binary> container-exec -- program args...`
+/// (see [`crate::isolation::container::exec_main`]).
+pub const CONTAINER_EXEC: &str = "container-exec";
+
 #[derive(Debug)]
 pub enum Command {
     Input(Input),
@@ -525,22 +530,21 @@ impl Driver {
             ("CAIRN_TASK_USER".into(), spec.user.clone()),
         ];
         // The command executor (this binary), or the framework's own
-        // executor command, run as Mesos runs it.
+        // executor command, run as Mesos runs it. The latter starts behind
+        // this binary's `container-exec`, which sets the container up (as
+        // the command executor does for itself) and then execs it.
         let (program, args) = match &spec.command {
             None => (self.exec.program.clone(), self.exec.args.clone()),
             Some(c) => {
                 env.extend(c.environment.iter().cloned());
+                let mut args = vec![CONTAINER_EXEC.to_string(), "--".to_string()];
                 if c.shell {
-                    (
-                        std::path::PathBuf::from("/bin/sh"),
-                        vec!["-c".to_string(), c.value.clone()],
-                    )
+                    args.extend(["/bin/sh".to_string(), "-c".to_string(), c.value.clone()]);
                 } else {
-                    (
-                        std::path::PathBuf::from(&c.value),
-                        c.arguments.iter().skip(1).cloned().collect(),
-                    )
+                    args.push(c.value.clone());
+                    args.extend(c.arguments.iter().skip(1).cloned());
                 }
+                (self.exec.program.clone(), args)
             }
         };
         let container = ContainerSpec {

@@ -13,6 +13,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::driver::{CONNECTION_QUEUE, Command, Handle};
 
+/// Largest framework message an executor may send (as on the Mesos API).
+const MAX_MESSAGE_DATA: usize = 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct ExecutorLinkService {
     pub handle: Handle,
@@ -114,6 +117,23 @@ impl pb::executor_link_server::ExecutorLink for ExecutorLinkService {
                                 let _ = tx.try_send(Err(Status::invalid_argument(e.to_string())));
                                 break;
                             }
+                        }
+                    }
+                    Some(pb::executor_message::Message::FrameworkMessage(m)) => {
+                        if m.data.len() > MAX_MESSAGE_DATA {
+                            tracing::warn!(
+                                conn = conn.0,
+                                bytes = m.data.len(),
+                                "an executor's framework message over 1 MiB dropped"
+                            );
+                            continue;
+                        }
+                        if handle
+                            .input(Input::ExecutorMessage { conn, data: m.data })
+                            .await
+                            .is_err()
+                        {
+                            break;
                         }
                     }
                     Some(pb::executor_message::Message::Subscribe(_)) | None => {

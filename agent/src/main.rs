@@ -18,6 +18,12 @@ fn main() -> anyhow::Result<()> {
         cairn_agent::command_executor::main()?;
         return Ok(());
     }
+    // ... and a framework's own executors.
+    if std::env::args().nth(1).as_deref() == Some(cairn_agent::driver::CONTAINER_EXEC) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        let Err(e) = cairn_agent::isolation::container::exec_main(&args);
+        anyhow::bail!("container-exec: {e}");
+    }
     let cli = Cli::parse();
     cairn_model::runtime::init_logging(cli.log_format);
     // Few blocking threads: they run container destruction and file

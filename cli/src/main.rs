@@ -66,6 +66,12 @@ fn main() {
         }
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some(cairn_agent::driver::CONTAINER_EXEC) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        let Err(e) = cairn_agent::isolation::container::exec_main(&args);
+        eprintln!("container-exec: {e}");
+        std::process::exit(127);
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Local(_)) {
         cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);

@@ -138,6 +138,33 @@ pub fn enter() -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// `<binary> container-exec -- program args...`: sets the container up
+/// (when the launcher made one with namespaces), then execs `program` as
+/// its executor, in the container's sandbox. Returns only on failure.
+pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerError> {
+    use std::os::unix::process::CommandExt;
+    let rest = match args.iter().position(|a| a == "--") {
+        Some(i) => &args[i + 1..],
+        None => args,
+    };
+    let Some((program, program_args)) = rest.split_first() else {
+        return Err(ContainerError::Io {
+            step: "container-exec: no program given".into(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    };
+    if is_container_start() {
+        enter()?;
+    }
+    let err = std::process::Command::new(program)
+        .args(program_args)
+        .exec();
+    Err(ContainerError::Io {
+        step: format!("exec {program}"),
+        source: err,
+    })
+}
+
 /// The exit code a shell would report for `pid`'s end.
 fn wait_exit_code(pid: Pid) -> i32 {
     loop {
