@@ -425,6 +425,14 @@ impl Driver {
                 Output::CloseExecutor { conn } => {
                     self.executors.remove(&conn);
                 }
+                Output::UpdateContainer {
+                    container_id,
+                    resources,
+                } => {
+                    if let Err(e) = self.launcher.update(&container_id, &resources) {
+                        tracing::warn!(%container_id, error = %e, "cannot resize the container");
+                    }
+                }
                 Output::MessageToFramework {
                     framework_id,
                     executor_id,

@@ -79,6 +79,15 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError>;
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError>;
+    /// Resizes a live container to `resources` (its executor took on or
+    /// ended a task). Isolation without limits has nothing to do.
+    fn update(
+        &self,
+        _container_id: &ContainerId,
+        _resources: &Resources,
+    ) -> Result<(), LaunchError> {
+        Ok(())
+    }
     /// A limit the container hit (out of memory), if isolation enforces any.
     fn limitation(&self, _container_id: &ContainerId) -> Option<Limitation> {
         None

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_sdk::{
-    Driver, FrameworkId, FrameworkInfo, Offer, Scheduler, SchedulerDriver, TaskBuilder, TaskState,
-    TaskStatus,
+    Driver, FrameworkInfo, Offer, Scheduler, SchedulerDriver, TaskBuilder, TaskState, TaskStatus,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -59,7 +58,6 @@ struct Record {
 
 struct Launcher {
     spec: FloodSpec,
-    subscriptions: usize,
     total: usize,
     /// Tasks still to launch (a refused launch comes back here).
     remaining: usize,
@@ -69,29 +67,9 @@ struct Launcher {
 }
 
 impl Scheduler for Launcher {
-    async fn subscribed(&mut self, driver: &Driver, _id: &FrameworkId) {
-        // After a re-subscription (the master closes the stream of a
-        // framework that falls too far behind), ask about every task not
-        // seen to end: a master-made end sent while the stream was down is
-        // not sent again, and an unknown task is answered LOST.
-        let open: Vec<_> = self
-            .record
-            .lock()
-            .map(|r| {
-                r.launched
-                    .keys()
-                    .map(|id| (cairn_sdk::TaskId::new(id.as_str()), None))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.subscriptions += 1;
-        if self.subscriptions > 1 {
-            // The master takes at most 10,000 entries per call.
-            for chunk in open.chunks(5_000) {
-                let _ = driver.reconcile(chunk).await;
-            }
-        }
-    }
+    // After a re-subscription (the master closes the stream of a framework
+    // that falls too far behind) the driver reconciles every task it
+    // launched and has not seen end.
 
     async fn offers(&mut self, driver: &Driver, offers: Vec<Offer>) {
         // The accepts (one per agent) go out together and are waited for
@@ -294,7 +272,6 @@ pub async fn flood(
     info.failover_timeout = Duration::from_secs(60);
     let driver = SchedulerDriver::new(master, info);
     let scheduler = Launcher {
-        subscriptions: 0,
         total: spec.tasks,
         remaining: spec.tasks,
         next: 0,

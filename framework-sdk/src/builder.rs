@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use cairn_model::{
-    AgentId, CommandInfo, KillPolicy, Network, RangeSet, ResourceName, Resources, Scalar, TaskId,
-    TaskInfo,
+    AgentId, CommandInfo, ExecutorId, ExecutorInfo, KillPolicy, Network, RangeSet, ResourceName,
+    Resources, Scalar, TaskId, TaskInfo,
 };
 
 use crate::SdkError;
@@ -30,6 +30,7 @@ pub struct TaskBuilder {
     kill_grace: Option<Duration>,
     labels: Vec<(String, String)>,
     network: Network,
+    executor: Option<(String, CommandInfo)>,
 }
 
 impl TaskBuilder {
@@ -43,7 +44,19 @@ impl TaskBuilder {
             kill_grace: None,
             labels: Vec::new(),
             network: Network::Host,
+            executor: None,
         }
+    }
+
+    /// Runs the task under the framework's own executor `id` (started on
+    /// the agent with `sh -c command` the first time; later tasks with the
+    /// same id on that agent go to the same process) instead of a command
+    /// executor of its own. The executor gets the whole [`TaskInfo`],
+    /// including this builder's command, which it may use or not. See
+    /// [`crate::executor`].
+    pub fn executor(mut self, id: impl Into<String>, command: impl Into<String>) -> Self {
+        self.executor = Some((id.into(), CommandInfo::shell(command.into())));
+        self
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -139,9 +152,26 @@ impl TaskBuilder {
             let set = RangeSet::from_ranges(self.ports).map_err(SdkError::InvalidTask)?;
             resources = resources.with_ranges(ResourceName::Ports, set);
         }
-        if let Some(problem) = self.command.problem() {
+        if self.executor.is_none()
+            && let Some(problem) = self.command.problem()
+        {
             return Err(SdkError::InvalidTask(problem));
         }
+        let executor = match self.executor {
+            None => None,
+            Some((id, command)) => {
+                let executor_id = ExecutorId::parse("executor.executor_id", &id)
+                    .map_err(|e| SdkError::InvalidTask(e.to_string()))?;
+                if let Some(problem) = command.problem() {
+                    return Err(SdkError::InvalidTask(format!("executor: {problem}")));
+                }
+                Some(ExecutorInfo {
+                    name: id,
+                    executor_id,
+                    command,
+                })
+            }
+        };
         Ok(TaskInfo {
             name: self.name.unwrap_or_else(|| self.id.clone()),
             task_id,
@@ -153,7 +183,7 @@ impl TaskBuilder {
             },
             labels: self.labels,
             network: self.network,
-            executor: None,
+            executor,
             data: Vec::new(),
         })
     }

@@ -34,6 +34,13 @@ pub enum SdkError {
     Master(String),
     #[error("invalid task: {0}")]
     InvalidTask(String),
+    #[error("executor: {0}")]
+    Executor(String),
+    #[error("framework id file {path}: {reason}")]
+    IdFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// Runs a [`Scheduler`] against a master.
@@ -43,6 +50,8 @@ pub struct SchedulerDriver {
     info: FrameworkInfo,
     auto_ack: bool,
     suppressed_roles: Vec<Role>,
+    id_file: Option<std::path::PathBuf>,
+    reconcile: bool,
 }
 
 impl SchedulerDriver {
@@ -54,7 +63,27 @@ impl SchedulerDriver {
             info,
             auto_ack: true,
             suppressed_roles: Vec::new(),
+            id_file: None,
+            reconcile: true,
         }
+    }
+
+    /// Keeps the framework id in `path`: read at start (so a restarted
+    /// framework re-subscribes as itself, keeping its tasks, if it is back
+    /// within its failover timeout) and written, atomically, when the
+    /// master assigns one. Delete the file to start as a new framework.
+    pub fn framework_id_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.id_file = Some(path.into());
+        self
+    }
+
+    /// Turns off the reconciliation the driver does after every
+    /// (re-)subscription: explicit for the tasks it launched and has not
+    /// seen end (so one the master does not know comes back LOST), then
+    /// implicit (the master reports every live task of the framework).
+    pub fn without_reconciliation(mut self) -> Self {
+        self.reconcile = false;
+        self
     }
 
     /// Leaves acknowledging updates to the scheduler ([`Driver::acknowledge`]).
@@ -86,11 +115,19 @@ impl SchedulerDriver {
                 leader: Mutex::new(None),
                 acks: Mutex::new(AckQueue::default()),
                 calls: tokio::sync::Mutex::new(CallStreamSlot::default()),
+                live: Mutex::new(HashMap::new()),
+                suppressed_all: AtomicBool::new(false),
+                id_file: self.id_file.clone(),
                 stopped: AtomicBool::new(false),
                 stop: Notify::new(),
             }),
         };
         let mut info = self.info.clone();
+        if let Some(path) = &self.id_file
+            && info.id.is_none()
+        {
+            info.id = crate::persist::read_id(path)?;
+        }
         let mut backoff = BACKOFF_MIN;
         // Events from a master with an older epoch than one already seen
         // come from a deposed leader and are dropped.
@@ -112,13 +149,19 @@ impl SchedulerDriver {
             if let Ok(mut l) = driver.inner.leader.lock() {
                 *l = Some((leader.endpoint.clone(), client.clone()));
             }
-            let request = pb::SubscribeRequest {
-                framework_info: Some(framework_info_to_pb(&info)),
-                suppressed_roles: self
-                    .suppressed_roles
+            // Offers the scheduler turned off stay off across the
+            // re-subscription.
+            let suppressed: Vec<String> = if driver.inner.suppressed_all.load(Ordering::SeqCst) {
+                info.roles.iter().map(ToString::to_string).collect()
+            } else {
+                self.suppressed_roles
                     .iter()
                     .map(ToString::to_string)
-                    .collect(),
+                    .collect()
+            };
+            let request = pb::SubscribeRequest {
+                framework_info: Some(framework_info_to_pb(&info)),
+                suppressed_roles: suppressed,
             };
             let mut subscriber = client.clone();
             let mut leader_changed = false;
@@ -218,6 +261,13 @@ impl SchedulerDriver {
                 if let Ok(mut session) = driver.inner.session.lock() {
                     *session = Some((id.clone(), s.stream_id.clone()));
                 }
+                if let Some(path) = &self.id_file {
+                    crate::persist::write_id(path, &id)?;
+                }
+                if self.reconcile {
+                    let driver = driver.clone();
+                    tokio::spawn(async move { driver.reconcile_all().await });
+                }
                 scheduler.subscribed(driver, &id).await;
                 return Ok(Some(id));
             }
@@ -248,6 +298,7 @@ impl SchedulerDriver {
                 };
                 match task_status_from_pb("update.status", &status, Source::Master) {
                     Ok(status) => {
+                        driver.track(&status);
                         scheduler.update(driver, &status).await;
                         // A stopped driver leaves the update unacknowledged:
                         // it is delivered again if the framework comes back.
@@ -302,6 +353,14 @@ struct Inner {
     stop: Notify,
     acks: Mutex<AckQueue>,
     calls: tokio::sync::Mutex<CallStreamSlot>,
+    /// Tasks launched through this driver and not seen to end, with their
+    /// agents: what reconciliation asks about.
+    live: Mutex<HashMap<TaskId, AgentId>>,
+    /// Whether the scheduler suppressed offers for all its roles
+    /// ([`Driver::want_offers`], [`Driver::suppress`]).
+    suppressed_all: AtomicBool,
+    /// Where the framework id is kept, removed on teardown.
+    id_file: Option<std::path::PathBuf>,
 }
 
 /// Calls go to the leader on one `Calls` stream (cheaper than a request
@@ -548,20 +607,90 @@ impl Driver {
         tasks: Vec<TaskInfo>,
         refuse: Option<Duration>,
     ) -> Result<(), SdkError> {
-        self.call(pb::scheduler_call::Call::Accept(
-            pb::scheduler_call::Accept {
-                offer_ids: offer_ids.iter().map(ToString::to_string).collect(),
-                operations: vec![pb::Operation {
-                    operation: Some(pb::operation::Operation::Launch(pb::operation::Launch {
-                        tasks: tasks.iter().map(task_info_to_pb).collect(),
-                    })),
-                }],
-                filters: Some(pb::Filters {
-                    refuse_seconds: refuse.map(|d| d.as_secs_f64()),
-                }),
-            },
-        ))
-        .await
+        // Tracked before the call: an update can come back before its
+        // answer does.
+        if let Ok(mut live) = self.inner.live.lock() {
+            for t in &tasks {
+                live.insert(t.task_id.clone(), t.agent_id.clone());
+            }
+        }
+        let result = self
+            .call(pb::scheduler_call::Call::Accept(
+                pb::scheduler_call::Accept {
+                    offer_ids: offer_ids.iter().map(ToString::to_string).collect(),
+                    operations: vec![pb::Operation {
+                        operation: Some(pb::operation::Operation::Launch(pb::operation::Launch {
+                            tasks: tasks.iter().map(task_info_to_pb).collect(),
+                        })),
+                    }],
+                    filters: Some(pb::Filters {
+                        refuse_seconds: refuse.map(|d| d.as_secs_f64()),
+                    }),
+                },
+            ))
+            .await;
+        if result.is_err()
+            && let Ok(mut live) = self.inner.live.lock()
+        {
+            for t in &tasks {
+                live.remove(&t.task_id);
+            }
+        }
+        result
+    }
+
+    /// Follows the tasks launched through this driver: an end forgets one.
+    fn track(&self, status: &TaskStatus) {
+        if status.state.is_terminal()
+            && let Ok(mut live) = self.inner.live.lock()
+        {
+            live.remove(&status.task_id);
+        }
+    }
+
+    /// Tasks launched through this driver and not seen to end.
+    pub fn live_tasks(&self) -> Vec<(TaskId, AgentId)> {
+        self.inner
+            .live
+            .lock()
+            .map(|l| l.iter().map(|(t, a)| (t.clone(), a.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Explicit reconciliation of the live tasks (in calls of at most
+    /// 5,000), then implicit. Answers arrive as updates; failures are only
+    /// logged (the next subscription reconciles again).
+    async fn reconcile_all(&self) {
+        let live: Vec<(TaskId, Option<AgentId>)> = self
+            .live_tasks()
+            .into_iter()
+            .map(|(t, a)| (t, Some(a)))
+            .collect();
+        for chunk in live.chunks(5_000) {
+            if let Err(e) = self.reconcile(chunk).await {
+                tracing::warn!(error = %e, "explicit reconciliation failed");
+                return;
+            }
+        }
+        if let Err(e) = self.reconcile(&[]).await {
+            tracing::warn!(error = %e, "implicit reconciliation failed");
+        }
+    }
+
+    /// Offers wanted or not: revives (clearing decline filters) when it
+    /// turns true and suppresses when it turns false, for all the
+    /// framework's roles; a call only when the wish changes. The wish
+    /// holds across re-subscriptions.
+    pub async fn want_offers(&self, wanted: bool) -> Result<(), SdkError> {
+        let suppressed = self.inner.suppressed_all.load(Ordering::SeqCst);
+        if wanted != suppressed {
+            return Ok(());
+        }
+        if wanted {
+            self.revive().await
+        } else {
+            self.suppress().await
+        }
     }
 
     /// Launches `tasks` on one offer.
@@ -590,14 +719,17 @@ impl Driver {
 
     /// Resumes offers (all roles) and clears decline filters.
     pub async fn revive(&self) -> Result<(), SdkError> {
+        self.inner.suppressed_all.store(false, Ordering::SeqCst);
         self.call(pb::scheduler_call::Call::Revive(
             pb::scheduler_call::Revive { roles: vec![] },
         ))
         .await
     }
 
-    /// Stops offers (all roles) until [`Driver::revive`].
+    /// Stops offers (all roles) until [`Driver::revive`]; also after a
+    /// re-subscription.
     pub async fn suppress(&self) -> Result<(), SdkError> {
+        self.inner.suppressed_all.store(true, Ordering::SeqCst);
         self.call(pb::scheduler_call::Call::Suppress(
             pb::scheduler_call::Suppress { roles: vec![] },
         ))
@@ -763,12 +895,20 @@ impl Driver {
     }
 
     /// Removes the framework: its tasks are killed. Then stops the driver.
+    /// (A framework id file goes too: the id can never be used again.)
     pub async fn teardown(&self) -> Result<(), SdkError> {
         let r = self
             .call(pb::scheduler_call::Call::Teardown(
                 pb::scheduler_call::Teardown {},
             ))
             .await;
+        if r.is_ok()
+            && let Some(path) = &self.inner.id_file
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the framework id file");
+        }
         self.stop();
         r
     }

@@ -1,49 +1,12 @@
-//! `cairn-sdk`: write Cairn frameworks in Rust.
-//!
-//! Implement [`Scheduler`] and hand it to a [`SchedulerDriver`]. The driver
-//! subscribes to the master, calls your scheduler for each event, sends your
-//! calls ([`Driver::launch`], [`Driver::decline`], ...), acknowledges status
-//! updates after your `update` returns (unless told not to), and re-subscribes
-//! with the same framework id if the connection to the master breaks.
-//!
-//! ```no_run
-//! use cairn_sdk::{Driver, FrameworkInfo, Offer, Scheduler, SchedulerDriver, TaskBuilder, TaskStatus};
-//!
-//! struct Hello { launched: bool }
-//!
-//! impl Scheduler for Hello {
-//!     async fn offers(&mut self, driver: &Driver, offers: Vec<Offer>) {
-//!         for offer in offers {
-//!             if self.launched {
-//!                 driver.decline(&[offer.id], None).await.ok();
-//!                 continue;
-//!             }
-//!             let task = TaskBuilder::new("hello")
-//!                 .cpus(0.1)
-//!                 .mem(32.0)
-//!                 .shell("echo hello")
-//!                 .build(&offer.agent_id)
-//!                 .expect("a valid task");
-//!             driver.launch(&offer, vec![task]).await.ok();
-//!             self.launched = true;
-//!         }
-//!     }
-//!     async fn update(&mut self, driver: &Driver, status: &TaskStatus) {
-//!         if status.state.is_terminal() {
-//!             driver.stop();
-//!         }
-//!     }
-//! }
-//!
-//! # async fn run() -> Result<(), cairn_sdk::SdkError> {
-//! SchedulerDriver::new("127.0.0.1:5050", FrameworkInfo::new("hello", "nobody"))
-//!     .run(Hello { launched: false })
-//!     .await
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod builder;
 mod driver;
+pub mod executor;
+pub mod offers;
+mod persist;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use builder::TaskBuilder;
 pub use cairn_model::{

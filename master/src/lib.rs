@@ -148,6 +148,17 @@ fn parse_weights(s: &str) -> Result<BTreeMap<Role, f64>, String> {
 }
 
 impl MasterArgs {
+    /// Every flag at its default (for a master started from code).
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: MasterArgs,
+        }
+        use clap::Parser;
+        Wrapper::parse_from(["cairn-master"]).args
+    }
+
     pub fn core_config(&self) -> MasterConfig {
         MasterConfig {
             allocation_interval: self.allocation_interval,

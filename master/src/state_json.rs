@@ -103,7 +103,10 @@ impl Serialize for TaskJson<'_> {
         m.serialize_entry("id", t.id.as_str())?;
         m.serialize_entry("name", &t.name)?;
         m.serialize_entry("framework_id", t.framework_id.as_str())?;
-        m.serialize_entry("executor_id", "")?;
+        m.serialize_entry(
+            "executor_id",
+            t.executor_id.as_ref().map_or("", |e| e.as_str()),
+        )?;
         m.serialize_entry("slave_id", t.agent_id.as_str())?;
         m.serialize_entry("state", t.state.as_str())?;
         m.serialize_entry("resources", &ResourcesJson(&t.resources))?;

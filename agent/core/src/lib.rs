@@ -243,6 +243,14 @@ pub enum Output {
     CloseExecutor {
         conn: ExecConn,
     },
+    /// A framework's executor took on or ended a task: its container's
+    /// limits become the sum of its live tasks' resources (as Mesos resizes
+    /// an executor's container). Best effort: a container already gone, or
+    /// a memory limit under what is in use, stays as it was.
+    UpdateContainer {
+        container_id: ContainerId,
+        resources: Resources,
+    },
     /// Opaque bytes from an executor for its framework, best effort: sent
     /// if the master is connected, else dropped (as in Mesos).
     MessageToFramework {
@@ -826,6 +834,11 @@ impl Agent {
                     last_uuid: None,
                 },
             );
+            let update = Output::UpdateContainer {
+                container_id: e.container_id.clone(),
+                resources: live_resources(e),
+            };
+            self.outputs.push_back(update);
             return;
         }
         self.next_container += 1;
@@ -1010,6 +1023,15 @@ impl Agent {
         if valid {
             task.state = status.state;
             task.last_uuid = Some(uuid);
+        }
+        if valid && status.state.is_terminal() && e.custom && e.tasks.len() > 1 {
+            let resources = live_resources(e);
+            if !resources.is_empty() {
+                self.outputs.push_back(Output::UpdateContainer {
+                    container_id: e.container_id.clone(),
+                    resources,
+                });
+            }
         }
         let task_id = status.task_id.clone();
         // Recorded (with the checkpoint) before the executor hears that the
@@ -1283,6 +1305,15 @@ impl Agent {
             }));
         self.remember_finished(&key, tasks);
     }
+}
+
+/// The resources of an executor's tasks that have not ended.
+fn live_resources(e: &Executor) -> Resources {
+    let mut r = Resources::new();
+    for t in e.tasks.values().filter(|t| !t.state.is_terminal()) {
+        r.add(&t.info.resources);
+    }
+    r
 }
 
 #[cfg(test)]

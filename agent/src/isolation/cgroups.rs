@@ -49,6 +49,13 @@ pub enum CgroupError {
     },
     #[error("cannot remove cgroup {path}: {reason}")]
     Remove { path: String, reason: String },
+    #[error("cannot write {value} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a container may use.
@@ -259,6 +266,68 @@ impl Cgroups {
             .iter()
             .find(|s| s.controller_name() == name)
             .map(|s| s.to_controller().path().to_path_buf())
+    }
+
+    /// Changes a live container's cpu and memory limits (pids stay). Memory
+    /// is changed in the order the kernel allows: memory+swap first when it
+    /// grows, last when it shrinks; a limit under what the container uses
+    /// is refused by the kernel and reported.
+    pub fn update(&self, id: &ContainerId, limits: &Limits) -> Result<(), CgroupError> {
+        let cg = self.load(id);
+        if !cg.exists() {
+            return Ok(());
+        }
+        let write = |dir: &Path, file: &str, value: String| {
+            let path = dir.join(file);
+            std::fs::write(&path, &value).map_err(|source| CgroupError::Write {
+                path,
+                value,
+                source,
+            })
+        };
+        if let Some(cpu) = self.controller_path(&cg, "cpu") {
+            if self.v2 {
+                write(
+                    &cpu,
+                    "cpu.weight",
+                    shares_to_weight(limits.cpu_shares).to_string(),
+                )?;
+                let max = limits
+                    .cfs_quota_us
+                    .map_or_else(|| "max".to_string(), |q| format!("{q} {CFS_PERIOD_US}"));
+                write(&cpu, "cpu.max", max)?;
+            } else {
+                write(&cpu, "cpu.shares", limits.cpu_shares.to_string())?;
+                if let Some(q) = limits.cfs_quota_us {
+                    write(&cpu, "cpu.cfs_quota_us", q.to_string())?;
+                }
+            }
+        }
+        if let Some(mem) = cg.controller_of::<MemController>() {
+            let dir = mem.path().to_path_buf();
+            let bytes = limits.memory_bytes.to_string();
+            if self.v2 {
+                write(&dir, "memory.max", bytes)?;
+            } else {
+                let current: i64 = read(&dir.join("memory.limit_in_bytes"))
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+                if limits.memory_bytes >= current {
+                    if memsw {
+                        write(&dir, "memory.memsw.limit_in_bytes", bytes.clone())?;
+                    }
+                    write(&dir, "memory.limit_in_bytes", bytes)?;
+                } else {
+                    write(&dir, "memory.limit_in_bytes", bytes.clone())?;
+                    if memsw {
+                        write(&dir, "memory.memsw.limit_in_bytes", bytes)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Kills every process of the container (freezing it first, so nothing

@@ -95,9 +95,7 @@ impl Launcher for LinuxLauncher {
 
     fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
         let id = spec.container_id.clone();
-        let cpus = spec.resources.cpus().as_f64().max(0.01);
-        let task_mb = spec.resources.mem().milli() / 1000;
-        let limit_mb = task_mb + EXECUTOR_MEM_OVERHEAD_MB;
+        let (cpus, task_mb, limit_mb) = container_shape(&spec.resources);
         let limits = Limits::new(
             cpus,
             i64::try_from(limit_mb << 20).unwrap_or(i64::MAX),
@@ -171,6 +169,26 @@ impl Launcher for LinuxLauncher {
             pid,
             exited: crate::spawn::watch(child),
         })
+    }
+
+    fn update(&self, container_id: &ContainerId, resources: &Resources) -> Result<(), LaunchError> {
+        let (cpus, task_mb, limit_mb) = container_shape(resources);
+        let limits = Limits::new(
+            cpus,
+            i64::try_from(limit_mb << 20).unwrap_or(i64::MAX),
+            self.max_pids,
+            self.enable_cfs,
+        );
+        self.cgroups
+            .update(container_id, &limits)
+            .map_err(|e| LaunchError::Isolation {
+                container: container_id.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Ok(mut l) = self.limits.lock() {
+            l.insert(container_id.clone(), (task_mb, limit_mb));
+        }
+        Ok(())
     }
 
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {
@@ -254,6 +272,14 @@ impl Launcher for LinuxLauncher {
         }
         removed
     }
+}
+
+/// A container's cpus, its tasks' memory and its memory limit (MB) for
+/// `resources`: the executor gets its overhead on top.
+fn container_shape(resources: &Resources) -> (f64, u64, u64) {
+    let cpus = resources.cpus().as_f64().max(0.01);
+    let task_mb = resources.mem().milli() / 1000;
+    (cpus, task_mb, task_mb + EXECUTOR_MEM_OVERHEAD_MB)
 }
 
 /// A container's hostname: short and unique, from its id.

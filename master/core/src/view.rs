@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use cairn_model::{
-    AgentId, AgentInfo, ExecutorUsage, FrameworkId, FrameworkInfo, Offer, Resources, Role, TaskId,
-    TaskState, Time,
+    AgentId, AgentInfo, ExecutorId, ExecutorUsage, FrameworkId, FrameworkInfo, Offer, Resources,
+    Role, TaskId, TaskState, Time,
 };
 
 use crate::task::StatusRecord;
@@ -56,6 +56,9 @@ pub struct TaskView {
     /// The message of the newest status, if any.
     pub message: Option<String>,
     pub exit_code: Option<i32>,
+    /// The framework's executor that runs it; none for a command task
+    /// (which has one of its own, named after it).
+    pub executor_id: Option<ExecutorId>,
 }
 
 #[derive(Clone, Debug)]
