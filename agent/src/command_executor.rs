@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_model::convert::{framework_info_from_pb, task_info_from_pb, task_status_to_pb};
 use cairn_model::{
-    Capability, ExecutorId, FrameworkId, Reason, Source, StatusUuid, TaskId, TaskInfo, TaskState,
+    Capability, ExecutorId, FrameworkId, Reason, StatusUuid, TaskId, TaskInfo, TaskState,
     TaskStatus, Time,
 };
 use cairn_proto as pb;
@@ -149,19 +149,10 @@ impl CommandExecutor {
     }
 
     fn new_status(&self, task_id: &TaskId, state: TaskState, message: String) -> TaskStatus {
-        TaskStatus {
-            task_id: task_id.clone(),
-            state,
-            message,
-            source: Source::Executor,
-            reason: None,
-            agent_id: None,
-            executor_id: Some(self.executor_id.clone()),
-            timestamp: Time::now(),
-            uuid: Some(StatusUuid(rand::random())),
-            exit_code: None,
-            healthy: None,
-        }
+        let mut s = TaskStatus::from_executor(task_id.clone(), state, message, Time::now());
+        s.executor_id = Some(self.executor_id.clone());
+        s.uuid = Some(StatusUuid(rand::random()));
+        s
     }
 
     /// Records `status` as unacknowledged and sends it.

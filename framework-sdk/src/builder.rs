@@ -31,6 +31,7 @@ pub struct TaskBuilder {
     labels: Vec<(String, String)>,
     network: Network,
     executor: Option<(String, CommandInfo)>,
+    data: Vec<u8>,
 }
 
 impl TaskBuilder {
@@ -45,14 +46,15 @@ impl TaskBuilder {
             labels: Vec::new(),
             network: Network::Host,
             executor: None,
+            data: Vec::new(),
         }
     }
 
     /// Runs the task under the framework's own executor `id` (started on
     /// the agent with `sh -c command` the first time; later tasks with the
     /// same id on that agent go to the same process) instead of a command
-    /// executor of its own. The executor gets the whole [`TaskInfo`],
-    /// including this builder's command, which it may use or not. See
+    /// executor of its own. As in Mesos, such a task has no command of its
+    /// own: what the executor should do goes in [`TaskBuilder::data`]. See
     /// [`crate::executor`].
     pub fn executor(mut self, id: impl Into<String>, command: impl Into<String>) -> Self {
         self.executor = Some((id.into(), CommandInfo::shell(command.into())));
@@ -132,6 +134,12 @@ impl TaskBuilder {
         self
     }
 
+    /// Opaque bytes for the task's executor (at most 1 MiB).
+    pub fn data(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.data = data.into();
+        self
+    }
+
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.push((key.into(), value.into()));
         self
@@ -184,7 +192,7 @@ impl TaskBuilder {
             labels: self.labels,
             network: self.network,
             executor,
-            data: Vec::new(),
+            data: self.data,
         })
     }
 }

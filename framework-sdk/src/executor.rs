@@ -42,8 +42,7 @@ use std::time::Duration;
 
 use cairn_model::convert::{task_info_from_pb, task_status_to_pb};
 use cairn_model::{
-    AgentId, ExecutorId, FrameworkId, Source, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus,
-    Time,
+    AgentId, ExecutorId, FrameworkId, StatusUuid, TaskId, TaskInfo, TaskState, TaskStatus, Time,
 };
 use cairn_proto as pb;
 use tokio::sync::{Notify, mpsc};
@@ -62,7 +61,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// time, in order; long work belongs in tasks the executor spawns (and
 /// reports on with [`ExecutorDriver::update`]).
 pub trait Executor: Send {
-    /// The agent took the subscription (also after it restarted).
+    /// Connected to the agent (also after it restarted); `agent_id` from
+    /// the environment the agent gave.
     fn subscribed(
         &mut self,
         _driver: &ExecutorDriver,
@@ -119,6 +119,8 @@ pub struct ExecutorEnv {
     pub executor_id: ExecutorId,
     /// The sandbox (the executor's working directory).
     pub sandbox: std::path::PathBuf,
+    /// The agent's id (`MESOS_AGENT_ID`), when given.
+    pub agent_id: Option<AgentId>,
 }
 
 impl ExecutorEnv {
@@ -143,6 +145,9 @@ impl ExecutorEnv {
             framework_id,
             executor_id,
             sandbox,
+            agent_id: std::env::var("MESOS_AGENT_ID")
+                .ok()
+                .and_then(|a| AgentId::parse("MESOS_AGENT_ID", &a).ok()),
         })
     }
 }
@@ -197,19 +202,12 @@ impl ExecutorDriver {
     /// is kept and sent again (after a reconnection) until the agent has
     /// stored it; the agent then relays it to the framework reliably.
     pub fn update(&self, task_id: &TaskId, state: TaskState, message: &str) {
-        self.send_status(TaskStatus {
-            task_id: task_id.clone(),
+        self.send_status(TaskStatus::from_executor(
+            task_id.clone(),
             state,
-            message: message.to_string(),
-            source: Source::Executor,
-            reason: None,
-            agent_id: None,
-            executor_id: Some(self.env.executor_id.clone()),
-            timestamp: Time::now(),
-            uuid: Some(StatusUuid(rand_uuid())),
-            exit_code: None,
-            healthy: None,
-        });
+            message,
+            Time::now(),
+        ));
     }
 
     /// Reports a status made by the caller (an exit code, a reason); a
@@ -328,7 +326,17 @@ impl ExecutorDriver {
             return false;
         };
         let mut events = response.into_inner();
-        let mut subscribed = false;
+        // The agent answers a subscription by opening its stream (and
+        // sending launches); updates may flow from here on.
+        let agent_id = self.env.agent_id.clone();
+        if let Ok(mut sh) = self.shared.lock() {
+            sh.session = Some(tx.clone());
+            sh.agent_id = agent_id.clone();
+        }
+        if let Some(a) = &agent_id {
+            executor.subscribed(self, a).await;
+        }
+        let subscribed = true;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
             let until_drain =
@@ -349,13 +357,10 @@ impl ExecutorDriver {
             use pb::executor_event::Event as E;
             match event.event {
                 Some(E::Subscribed(s)) => {
-                    subscribed = true;
                     let agent_id = AgentId::new(s.agent_id.as_str());
                     if let Ok(mut sh) = self.shared.lock() {
-                        sh.session = Some(tx.clone());
-                        sh.agent_id = Some(agent_id.clone());
+                        sh.agent_id = Some(agent_id);
                     }
-                    executor.subscribed(self, &agent_id).await;
                 }
                 Some(E::Launch(l)) => {
                     let Some(task) = l.task else { continue };

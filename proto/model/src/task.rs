@@ -229,6 +229,29 @@ pub struct TaskStatus {
 }
 
 impl TaskStatus {
+    /// An executor's update of `task_id` at `now` (its uuid, agent and
+    /// executor are filled in on the way).
+    pub fn from_executor(
+        task_id: TaskId,
+        state: TaskState,
+        message: impl Into<String>,
+        now: Time,
+    ) -> Self {
+        TaskStatus {
+            task_id,
+            state,
+            message: message.into(),
+            source: Source::Executor,
+            reason: None,
+            agent_id: None,
+            executor_id: None,
+            timestamp: now,
+            uuid: None,
+            exit_code: None,
+            healthy: None,
+        }
+    }
+
     /// A master-made update: no uuid, never acknowledged.
     pub fn from_master(
         task_id: TaskId,
