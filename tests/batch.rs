@@ -290,18 +290,7 @@ fn finished_in_log(state_dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_a_master_failover_and_a_restart_of_itself_with_every_task_accounted_for() {
-    let mut cluster = Cluster::start(ClusterSpec {
-        agents: 2,
-        masters: 3,
-        master_args: vec![
-            "--allocation-interval".into(),
-            "200ms".into(),
-            "--zk-session-timeout".into(),
-            "2s".into(),
-        ],
-        ..ClusterSpec::default()
-    })
-    .await;
+    let mut cluster = Cluster::start(ClusterSpec::ha(2)).await;
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     let job_file = dir.path().join("job.toml");

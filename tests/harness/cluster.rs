@@ -43,6 +43,24 @@ impl Default for ClusterSpec {
     }
 }
 
+impl ClusterSpec {
+    /// Three masters contending through a real ZooKeeper with a 2 s session
+    /// timeout (a failover takes seconds), and `agents` agents.
+    pub fn ha(agents: usize) -> Self {
+        ClusterSpec {
+            agents,
+            masters: 3,
+            master_args: vec![
+                "--allocation-interval".into(),
+                "200ms".into(),
+                "--zk-session-timeout".into(),
+                "2s".into(),
+            ],
+            ..ClusterSpec::default()
+        }
+    }
+}
+
 /// A process the test can kill and start again with the same flags.
 pub struct Restartable {
     pub proc: Proc,

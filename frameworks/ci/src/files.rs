@@ -1,0 +1,78 @@
+//! Reading a build's sandbox through its agent's `/files` endpoints.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{url}: {reason}")]
+    Agent { url: String, reason: String },
+}
+
+/// Largest chunk asked for at a time.
+const CHUNK: u64 = 64 * 1024;
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn get(url: String) -> Result<Bytes, FilesError> {
+    let err = |reason: String| FilesError::Agent {
+        url: url.clone(),
+        reason,
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| err(e.to_string()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
+        .await
+        .map_err(|_| err("timed out".into()))?
+        .map_err(|e| err(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        )));
+    }
+    Ok(body)
+}
+
+/// Up to 64 KiB of `path` from `offset` (empty at its end).
+pub async fn read(agent_url: &str, path: &str, offset: u64) -> Result<Vec<u8>, FilesError> {
+    let url = format!(
+        "{agent_url}/files/read?path={}&offset={offset}&length={CHUNK}",
+        encode(path)
+    );
+    let body = get(url.clone()).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| FilesError::Agent {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(v["data"].as_str().unwrap_or_default().as_bytes().to_vec())
+}
+
+/// The whole of `path`.
+pub async fn download(agent_url: &str, path: &str) -> Result<Bytes, FilesError> {
+    get(format!("{agent_url}/files/download?path={}", encode(path))).await
+}
