@@ -348,8 +348,8 @@ async fn a_job_survives_a_master_failover_and_a_restart_of_itself_with_every_tas
         .await
         .expect("the resumed job ends in time")
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(stage(&report, "work")["finished"], 120, "{report}");
     assert_eq!(stage(&report, "after")["finished"], 10);
     // Every task index finished exactly once (attempts after a loss are new

@@ -265,8 +265,12 @@ impl SchedulerDriver {
                     crate::persist::write_id(path, &id)?;
                 }
                 if self.reconcile {
+                    // The tasks launched before this subscription; those the
+                    // scheduler launches from now on are not asked about
+                    // (the question could overtake their launch).
+                    let live = driver.live_tasks();
                     let driver = driver.clone();
-                    tokio::spawn(async move { driver.reconcile_all().await });
+                    tokio::spawn(async move { driver.reconcile_all(live).await });
                 }
                 scheduler.subscribed(driver, &id).await;
                 return Ok(Some(id));
@@ -660,12 +664,9 @@ impl Driver {
     /// Explicit reconciliation of the live tasks (in calls of at most
     /// 5,000), then implicit. Answers arrive as updates; failures are only
     /// logged (the next subscription reconciles again).
-    async fn reconcile_all(&self) {
-        let live: Vec<(TaskId, Option<AgentId>)> = self
-            .live_tasks()
-            .into_iter()
-            .map(|(t, a)| (t, Some(a)))
-            .collect();
+    async fn reconcile_all(&self, live: Vec<(TaskId, AgentId)>) {
+        let live: Vec<(TaskId, Option<AgentId>)> =
+            live.into_iter().map(|(t, a)| (t, Some(a))).collect();
         for chunk in live.chunks(5_000) {
             if let Err(e) = self.reconcile(chunk).await {
                 tracing::warn!(error = %e, "explicit reconciliation failed");

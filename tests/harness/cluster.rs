@@ -293,6 +293,30 @@ impl Cluster {
             },
         )
         .await;
+        // With ZooKeeper, also until the registry holds when it went (the
+        // master records it right after): a failover before that would
+        // take the framework for connected at the failover.
+        let Some(zk) = &self.zookeeper else { return };
+        let s = self.state().await;
+        let Some(id) = s["frameworks"][0]["id"].as_str() else {
+            return;
+        };
+        let path = format!("/cairn-registry/frameworks/{id}");
+        wait_for(
+            Duration::from_secs(30),
+            "the registry to record the framework's disconnection",
+            || {
+                let path = path.clone();
+                async move {
+                    let data = zk.get(&path).await?;
+                    let f =
+                        <cairn_proto::RegistryFramework as prost::Message>::decode(data.as_slice())
+                            .ok()?;
+                    f.disconnected_since.map(|_| ())
+                }
+            },
+        )
+        .await;
     }
 
     /// The leading master's `ip:port`.

@@ -82,6 +82,17 @@ impl ZooKeeper {
     pub fn url(&self, path: &str) -> String {
         format!("zk://127.0.0.1:{}{path}", self.port)
     }
+
+    /// The data of the node at `path`, if it exists (and the server
+    /// answers).
+    pub async fn get(&self, path: &str) -> Option<Vec<u8>> {
+        let client = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(5))
+            .connect(&format!("127.0.0.1:{}", self.port))
+            .await
+            .ok()?;
+        client.get_data(path).await.ok().map(|(data, _)| data)
+    }
 }
 
 /// Sends a four-letter command; the reply, if any.

@@ -1144,11 +1144,21 @@ fn a_framework_executor_runs_every_task_naming_it_and_is_asked_not_destroyed() {
         );
     }
     // One container, started with the executor's command; the second task
-    // waits in it for the executor to subscribe.
+    // waits in it for the executor to subscribe, and the container grows
+    // to hold both.
     let out = drain(&mut a);
-    let [Output::Launch(spec)] = out.as_slice() else {
+    let [
+        Output::Launch(spec),
+        Output::UpdateContainer {
+            container_id,
+            resources,
+        },
+    ] = out.as_slice()
+    else {
         panic!("{out:?}")
     };
+    assert_eq!(container_id, &spec.container_id);
+    assert_eq!(resources, &spec.resources.plus(&spec.resources));
     assert_eq!(spec.executor_id.as_str(), "ex");
     assert_eq!(
         spec.command.as_ref().map(|c| c.value.as_str()),
@@ -1182,10 +1192,18 @@ fn a_framework_executor_runs_every_task_naming_it_and_is_asked_not_destroyed() {
             task: executor_task("t3"),
         },
     );
-    assert!(matches!(
-        drain(&mut a).as_slice(),
-        [Output::ToExecutor { command: ExecutorCommand::Launch { task, .. }, .. }] if task.task_id.as_str() == "t3"
-    ));
+    let out = drain(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [
+                Output::ToExecutor { command: ExecutorCommand::Launch { task, .. }, .. },
+                Output::UpdateContainer { resources, .. },
+            ] if task.task_id.as_str() == "t3"
+                && resources.cpus() == cairn_model::Scalar::from_units(3)
+        ),
+        "{out:?}"
+    );
     // A kill asks the executor; the container is not destroyed after the
     // grace (the executor runs other tasks).
     a.handle(

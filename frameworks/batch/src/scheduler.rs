@@ -22,6 +22,24 @@ use crate::report::{Report, StageReport};
 /// How long an offer that fits nothing is refused.
 const REFUSE: Duration = Duration::from_secs(1);
 
+/// Launches of one task the cluster may lose (agent lost, launch dropped
+/// in a failover) before the job gives up on it; these do not count
+/// against the stage's retries, which are for the task's own failures.
+const MAX_LOSSES: u32 = 5;
+
+/// Whether a task ended through the cluster rather than through itself.
+fn lost_by_cluster(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Lost
+            | TaskState::Dropped
+            | TaskState::Unreachable
+            | TaskState::Gone
+            | TaskState::GoneByOperator
+            | TaskState::Unknown
+    )
+}
+
 #[derive(Debug)]
 struct StageRun {
     shape: Resources,
@@ -29,6 +47,9 @@ struct StageRun {
     pending: VecDeque<usize>,
     /// Launches so far, by task index.
     attempts: Vec<u32>,
+    /// Ends by the task's own failure, and losses by the cluster, by index.
+    failures: Vec<u32>,
+    losses: Vec<u32>,
     finished: usize,
     /// Indexes that used up their retries, with the last message.
     failed: Vec<(usize, String)>,
@@ -120,6 +141,8 @@ impl BatchScheduler {
                 shape,
                 pending: (0..s.tasks).collect(),
                 attempts: vec![0; s.tasks],
+                failures: vec![0; s.tasks],
+                losses: vec![0; s.tasks],
                 finished: 0,
                 failed: Vec::new(),
                 retries: 0,
@@ -170,6 +193,13 @@ impl BatchScheduler {
             st.attempts[index] = attempts.iter().map(|(_, a)| a.attempt).max().unwrap_or(0);
             st.retries += attempts.len().saturating_sub(1);
             st.pending.retain(|i| *i != index);
+            for (_, a) in &attempts {
+                match a.ended.as_ref().and_then(|(s, _)| TaskState::parse(s)) {
+                    Some(s) if lost_by_cluster(s) => st.losses[index] += 1,
+                    Some(TaskState::Finished) | None => {}
+                    Some(_) => st.failures[index] += 1,
+                }
+            }
             let Some((id, last)) = attempts.pop() else {
                 continue;
             };
@@ -183,7 +213,7 @@ impl BatchScheduler {
                 }
                 Some((_, message)) => {
                     let retries = self.job.stages[stage].retries;
-                    if st.attempts[index] <= retries {
+                    if st.failures[index] <= retries && st.losses[index] <= MAX_LOSSES {
                         st.pending.push_back(index);
                     } else {
                         st.failed.push((index, message.clone()));
@@ -488,14 +518,19 @@ impl Scheduler for BatchScheduler {
             if st.finished == st.attempts.len() {
                 st.ended = Some(Instant::now());
             }
-        } else if st.attempts[l.index] <= retries {
+        } else if lost_by_cluster(status.state) && st.losses[l.index] < MAX_LOSSES {
+            st.losses[l.index] += 1;
+            st.retries += 1;
+            st.pending.push_back(l.index);
+        } else if !lost_by_cluster(status.state) && st.failures[l.index] < retries {
+            st.failures[l.index] += 1;
             st.retries += 1;
             st.pending.push_back(l.index);
         } else {
             let why = format!("{}: {}", status.state, status.message);
             st.failed.push((l.index, why));
         }
-        if status.state == TaskState::Lost || status.state == TaskState::Gone {
+        if lost_by_cluster(status.state) {
             // Its executor (if any) is gone with it: the next task on that
             // agent starts a new one.
             self.executors.by_agent.remove(&l.agent_id);

@@ -111,6 +111,11 @@ impl TaskState {
         }
     }
 
+    /// The state named `s` (`TASK_RUNNING`), if any.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.iter().copied().find(|t| t.as_str() == s)
+    }
+
     /// The Mesos name, e.g. `TASK_RUNNING`.
     pub fn as_str(self) -> &'static str {
         use TaskState::*;
