@@ -84,6 +84,10 @@ pub fn main() -> Result<(), ExecutorError> {
         terminal_sent: false,
         user: std::env::var("CAIRN_TASK_USER").unwrap_or_default(),
         subscribed: false,
+        log_max: std::env::var(LOG_MAX_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     };
     rt.block_on(ex.run())
 }
@@ -111,7 +115,13 @@ struct CommandExecutor {
     user: String,
     /// Set when a session got through to the agent.
     subscribed: bool,
+    /// See `AgentArgs::task_log_max_size` (0: output goes to the files
+    /// directly, unbounded).
+    log_max: u64,
 }
+
+/// Names the most bytes a task's stdout (and its stderr) may keep on disk.
+pub const LOG_MAX_ENV: &str = "CAIRN_TASK_LOG_MAX_SIZE";
 
 /// What the task's process did.
 struct Exit {
@@ -297,8 +307,19 @@ impl CommandExecutor {
         });
         let starting = self.new_status(&task.task_id, TaskState::Starting, String::new());
         self.send(tx, starting).await;
-        match spawn_task(&task, &self.sandbox, &self.user) {
+        match spawn_task(&task, &self.sandbox, &self.user, self.log_max) {
             Ok(mut child) => {
+                let copiers: Vec<_> = [
+                    child.stdout.take().map(|p| (Box::new(p) as Pipe, "stdout")),
+                    child.stderr.take().map(|p| (Box::new(p) as Pipe, "stderr")),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|(pipe, name)| {
+                    let log = RotatingLog::new(self.sandbox.join(name), self.log_max);
+                    tokio::spawn(log.copy_from(pipe))
+                })
+                .collect();
                 let pid = child.id().and_then(|p| i32::try_from(p).ok());
                 if let Some(t) = self.task.as_mut() {
                     t.pgid = pid;
@@ -307,7 +328,13 @@ impl CommandExecutor {
                 self.send(tx, running).await;
                 let exit_tx = exit_tx.clone();
                 tokio::spawn(async move {
-                    let exit = match child.wait().await {
+                    let status = child.wait().await;
+                    // The output is on disk before the end is reported; a
+                    // daemon the task left holding its pipes gets a moment.
+                    for c in copiers {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
+                    }
+                    let exit = match status {
                         Ok(status) => {
                             use std::os::unix::process::ExitStatusExt;
                             Exit {
@@ -460,6 +487,7 @@ fn spawn_task(
     task: &TaskInfo,
     sandbox: &std::path::Path,
     user: &str,
+    log_max: u64,
 ) -> std::io::Result<tokio::process::Child> {
     let owner = resolve_user(user)?;
     let no_network = task.network == cairn_model::Network::None;
@@ -481,11 +509,18 @@ fn spawn_task(
         }
         cmd
     };
+    let output = |name: &str| -> std::io::Result<std::process::Stdio> {
+        if log_max == 0 {
+            Ok(open(name)?.into())
+        } else {
+            Ok(std::process::Stdio::piped())
+        }
+    };
     cmd.current_dir(sandbox)
         .envs(c.environment.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
-        .stdout(open("stdout")?)
-        .stderr(open("stderr")?)
+        .stdout(output("stdout")?)
+        .stderr(output("stderr")?)
         .kill_on_drop(false);
     // SAFETY: runs in the child between fork and exec, and makes only
     // async-signal-safe syscalls (setpgid, unshare, socket/ioctl, open/write,
@@ -525,4 +560,104 @@ fn spawn_task(
         });
     }
     cmd.spawn()
+}
+
+type Pipe = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// A task's output file that never holds more than `max` bytes with its one
+/// rotated predecessor (`<name>.1`): at `max / 2` bytes the file becomes
+/// `<name>.1` (replacing the older one) and a new one starts.
+#[derive(Debug)]
+struct RotatingLog {
+    path: PathBuf,
+    rotated: PathBuf,
+    /// Bytes a file may reach before it is rotated.
+    limit: u64,
+}
+
+impl RotatingLog {
+    fn new(path: PathBuf, max: u64) -> Self {
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(".1");
+        RotatingLog {
+            path,
+            rotated: rotated.into(),
+            limit: (max / 2).max(1),
+        }
+    }
+
+    fn open(&self) -> std::io::Result<(std::fs::File, u64)> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    }
+
+    /// Copies `pipe` until its end. Output that cannot be written is dropped
+    /// rather than left to block the task.
+    async fn copy_from(self, mut pipe: Pipe) {
+        use std::io::Write;
+        use tokio::io::AsyncReadExt;
+        let mut file = self.open();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut chunk = &buf[..n];
+            while !chunk.is_empty() {
+                let Ok((f, len)) = file.as_mut() else {
+                    // Try again later (the sandbox may be full).
+                    file = self.open();
+                    break;
+                };
+                let room = usize::try_from(self.limit.saturating_sub(*len)).unwrap_or(usize::MAX);
+                let take = chunk.len().min(room);
+                if take > 0 {
+                    if f.write_all(&chunk[..take]).is_err() {
+                        break;
+                    }
+                    *len += take as u64;
+                    chunk = &chunk[take..];
+                }
+                if *len >= self.limit {
+                    let _ = std::fs::rename(&self.path, &self.rotated);
+                    file = self.open();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod rotation_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_past_the_limit_is_rotated_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RotatingLog::new(dir.path().join("stdout"), 1000);
+        let data: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        log.copy_from(Box::new(std::io::Cursor::new(data.clone())))
+            .await;
+        let now = std::fs::read(dir.path().join("stdout")).unwrap();
+        let before = std::fs::read(dir.path().join("stdout.1")).unwrap();
+        assert!(
+            now.len() + before.len() <= 1000,
+            "{} + {}",
+            now.len(),
+            before.len()
+        );
+        // The newest bytes are kept, in order.
+        let mut kept = before;
+        kept.extend_from_slice(&now);
+        assert!(
+            data.ends_with(&kept),
+            "the newest output is not what was kept"
+        );
+    }
 }

@@ -50,6 +50,8 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub agent_id: Option<AgentId>,
+    /// Registered, with its master session up.
+    pub registered: bool,
     pub tasks: Vec<TaskReport>,
     pub frameworks: Vec<FrameworkInfo>,
 }
@@ -63,6 +65,8 @@ pub struct ExecutorLaunch {
     /// `ip:port` executors connect back to.
     pub agent_endpoint: String,
     pub allow_root_tasks: bool,
+    /// See `AgentArgs::task_log_max_size`.
+    pub task_log_max_size: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -314,6 +318,7 @@ impl Driver {
                 let (tasks, frameworks) = self.core.report();
                 let _ = reply.send(Report {
                     agent_id: self.core.agent_id().cloned(),
+                    registered: self.core.registered(),
                     tasks,
                     frameworks,
                 });
@@ -536,6 +541,10 @@ impl Driver {
             ),
             ("CAIRN_CONTAINER_ID".into(), spec.container_id.to_string()),
             ("CAIRN_TASK_USER".into(), spec.user.clone()),
+            (
+                crate::command_executor::LOG_MAX_ENV.into(),
+                self.exec.task_log_max_size.to_string(),
+            ),
         ];
         // The command executor (this binary), or the framework's own
         // executor command, run as Mesos runs it. The latter starts behind

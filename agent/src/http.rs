@@ -30,6 +30,10 @@ pub struct HttpState {
     pub launcher: Arc<dyn crate::launcher::Launcher>,
     pub work_dir: Arc<PathBuf>,
     pub info: Arc<Value>,
+    /// What the agent offers.
+    pub resources: Arc<cairn_model::Resources>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub started: std::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,8 +312,40 @@ async fn health() -> StatusCode {
     StatusCode::OK
 }
 
+/// Ready: registered with a master and its session up.
+async fn readyz(State(s): State<HttpState>) -> Response {
+    match s.handle.report().await {
+        Ok(r) if r.registered => "ok: registered\n".into_response(),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not registered with a master\n",
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    match s.handle.report().await {
+        Ok(r) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            s.metrics
+                .render(&r, &s.resources, s.started.elapsed().as_secs_f64()),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
 pub fn router(s: HttpState) -> Router {
-    let mut r = Router::new().route("/health", get(health));
+    let mut r = Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     for prefix in ["", "/slave(1)"] {
         r = r.route(&format!("{prefix}/state"), get(state));
     }

@@ -12,6 +12,7 @@ pub mod isolation;
 pub mod launcher;
 mod master_link;
 pub mod mesos_executor;
+pub mod metrics;
 pub mod resources;
 pub mod spawn;
 pub mod usage;
@@ -111,6 +112,32 @@ pub struct AgentArgs {
     /// to 10 min).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub status_update_retry_interval: Duration,
+    /// Most disk a command task's stdout (and, apart, its stderr) may take in
+    /// its sandbox: the file is rotated to `stdout.1` at half this size, so
+    /// the two never hold more. `0`: unlimited. Accepts `10MB`, `1GiB`, bytes.
+    #[arg(long, value_parser = parse_size, default_value = "100MB")]
+    pub task_log_max_size: u64,
+}
+
+/// A size: a number of bytes, or with a unit (`KB`/`MB`/`GB` as powers of
+/// 1000, `KiB`/`MiB`/`GiB` as powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +272,7 @@ pub async fn serve(
             work_dir: work_dir.clone(),
             agent_endpoint: addr.to_string(),
             allow_root_tasks: args.allow_root_tasks,
+            task_log_max_size: args.task_log_max_size,
         },
         checkpoint,
         recovery,
@@ -262,6 +290,9 @@ pub async fn serve(
             "resources": resources.to_string(),
             "isolation": launcher.name(),
         })),
+        resources: Arc::new(resources.clone()),
+        metrics: Arc::new(metrics::Metrics::default()),
+        started: std::time::Instant::now(),
     };
     let executors =
         pb::executor_link_server::ExecutorLinkServer::new(executor_api::ExecutorLinkService {

@@ -1,4 +1,5 @@
-//! `cairn get agents|frameworks|tasks`: the master's state as tables or JSON.
+//! `cairn get agents|frameworks|tasks|offers|roles`: the master's state as
+//! tables, JSON or YAML, filtered by label selectors, optionally watched.
 
 use serde_json::Value;
 
@@ -6,9 +7,16 @@ use crate::http::HttpClient;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    #[value(alias = "agent")]
     Agents,
+    #[value(alias = "framework")]
     Frameworks,
+    #[value(alias = "task")]
     Tasks,
+    #[value(alias = "offer")]
+    Offers,
+    #[value(alias = "role")]
+    Roles,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -16,9 +24,88 @@ pub enum Format {
     Table,
     Wide,
     Json,
+    Yaml,
 }
 
-fn s(v: &Value) -> String {
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    kind: Kind,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "table")]
+    output: Format,
+    /// Label selector: `key=value`, `key!=value` or `key`, comma-separated
+    /// (all must hold). Tasks match their labels, agents their attributes,
+    /// frameworks their labels.
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// Print again whenever what is shown changes, until interrupted.
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// How often `--watch` looks.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    interval: std::time::Duration,
+}
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+}
+
+/// Parses `a=b,c!=d,e`.
+pub fn parse_selector(s: &str) -> anyhow::Result<Vec<Requirement>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let req = if let Some((k, v)) = part.split_once("!=") {
+            Requirement::NotEquals(k.trim().to_string(), v.trim().to_string())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Requirement::Equals(k.trim().to_string(), v.trim().to_string())
+        } else {
+            Requirement::Exists(part.to_string())
+        };
+        let key = match &req {
+            Requirement::Equals(k, _) | Requirement::NotEquals(k, _) | Requirement::Exists(k) => k,
+        };
+        if key.is_empty() {
+            anyhow::bail!("invalid label selector {part:?}: no key");
+        }
+        out.push(req);
+    }
+    Ok(out)
+}
+
+/// Whether `labels` satisfy every requirement.
+pub fn matches(selector: &[Requirement], labels: &[(String, String)]) -> bool {
+    let get = |k: &str| {
+        labels
+            .iter()
+            .find(|(lk, _)| lk == k)
+            .map(|(_, v)| v.as_str())
+    };
+    selector.iter().all(|r| match r {
+        Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+        Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+        Requirement::Exists(k) => get(k).is_some(),
+    })
+}
+
+/// Key/value pairs of a Mesos `labels` list (`[{key, value}]`, or
+/// `{labels: [...]}`) or of agent attributes (`{key: value}`).
+pub fn labels_of(v: &Value) -> Vec<(String, String)> {
+    let list = v.get("labels").unwrap_or(v);
+    match list {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|l| Some((l["key"].as_str()?.to_string(), s(&l["value"]))))
+            .collect(),
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), s(v))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -38,8 +125,9 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
-/// Prints rows as aligned columns under upper-case headers.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+/// Rows as aligned columns under upper-case headers.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut text = String::new();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -57,12 +145,23 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        out.trim_end().to_string()
     };
-    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    text.push_str(&line(headers.iter().map(|h| h.to_uppercase()).collect()));
+    text.push('\n');
     for row in rows {
-        line(row.clone());
+        text.push_str(&line(row.clone()));
+        text.push('\n');
     }
+    text
+}
+
+/// `v` as pretty JSON or YAML.
+pub fn structured(v: &Value, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Yaml => serde_yaml_ng::to_string(v)?,
+        _ => format!("{}\n", serde_json::to_string_pretty(v)?),
+    })
 }
 
 fn ratio(used: &Value, total: &Value, key: &str) -> String {
@@ -86,18 +185,64 @@ pub fn all_tasks(state: &Value) -> Vec<(String, Value)> {
     out
 }
 
-pub async fn run(master: &str, kind: Kind, format: Format) -> anyhow::Result<()> {
-    let master = crate::leader(master).await?;
-    let state = HttpClient::new()
-        .get_json(&format!("http://{master}/state"))
-        .await?;
+pub async fn run(master: &str, args: GetArgs) -> anyhow::Result<()> {
+    let selector = match &args.selector {
+        Some(s) => parse_selector(s)?,
+        None => Vec::new(),
+    };
+    let http = HttpClient::new();
+    let mut last = String::new();
+    loop {
+        let leader = crate::leader(master).await?;
+        let state = http.get_json(&format!("http://{leader}/state")).await;
+        let text = match state {
+            Ok(state) => render(&state, args.kind, args.output, &selector)?,
+            Err(e) if args.watch => format!("cannot read the state: {e}\n"),
+            Err(e) => return Err(e.into()),
+        };
+        if !args.watch {
+            print!("{text}");
+            return Ok(());
+        }
+        if text != last {
+            if !last.is_empty() {
+                println!();
+            }
+            println!(
+                "# {}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            );
+            print!("{text}");
+            last = text;
+        }
+        tokio::time::sleep(args.interval).await;
+    }
+}
+
+fn has_structured(format: Format) -> bool {
+    matches!(format, Format::Json | Format::Yaml)
+}
+
+/// What `cairn get` prints for `state`.
+pub fn render(
+    state: &Value,
+    kind: Kind,
+    format: Format,
+    selector: &[Requirement],
+) -> anyhow::Result<String> {
     let wide = format == Format::Wide;
+    let keep = |labels: &Value| matches(selector, &labels_of(labels));
     match kind {
         Kind::Agents => {
-            let agents = state["slaves"].as_array().cloned().unwrap_or_default();
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&agents)?);
-                return Ok(());
+            let agents: Vec<Value> = state["slaves"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| keep(&a["attributes"]))
+                .cloned()
+                .collect();
+            if has_structured(format) {
+                return structured(&Value::Array(agents), format);
             }
             let mut headers = vec![
                 "id", "hostname", "address", "cpus", "mem", "tasks", "active",
@@ -131,11 +276,11 @@ pub async fn run(master: &str, kind: Kind, format: Format) -> anyhow::Result<()>
                     row
                 })
                 .collect();
-            print_table(&headers, &rows);
+            Ok(table(&headers, &rows))
         }
         Kind::Frameworks => {
             let mut all: Vec<Value> = state["frameworks"].as_array().cloned().unwrap_or_default();
-            if wide || format == Format::Json {
+            if wide || has_structured(format) {
                 all.extend(
                     state["completed_frameworks"]
                         .as_array()
@@ -143,9 +288,9 @@ pub async fn run(master: &str, kind: Kind, format: Format) -> anyhow::Result<()>
                         .unwrap_or_default(),
                 );
             }
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-                return Ok(());
+            all.retain(|f| keep(&f["labels"]));
+            if has_structured(format) {
+                return structured(&Value::Array(all), format);
             }
             let mut headers = vec![
                 "id",
@@ -195,18 +340,18 @@ pub async fn run(master: &str, kind: Kind, format: Format) -> anyhow::Result<()>
                     row
                 })
                 .collect();
-            print_table(&headers, &rows);
+            Ok(table(&headers, &rows))
         }
         Kind::Tasks => {
-            let tasks = all_tasks(&state);
-            if format == Format::Json {
-                let list: Vec<&Value> = tasks.iter().map(|(_, t)| t).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(());
+            let mut tasks = all_tasks(state);
+            tasks.retain(|(_, t)| keep(&t["labels"]));
+            if has_structured(format) {
+                let list: Vec<Value> = tasks.into_iter().map(|(_, t)| t).collect();
+                return structured(&Value::Array(list), format);
             }
             let mut headers = vec!["id", "framework", "state", "agent", "cpus", "mem"];
             if wide {
-                headers.extend(["framework id", "role", "message"]);
+                headers.extend(["framework id", "role", "labels", "message"]);
             }
             let rows: Vec<Vec<String>> = tasks
                 .iter()
@@ -222,13 +367,161 @@ pub async fn run(master: &str, kind: Kind, format: Format) -> anyhow::Result<()>
                     if wide {
                         row.push(s(&t["framework_id"]));
                         row.push(s(&t["role"]));
+                        let labels: Vec<String> = labels_of(&t["labels"])
+                            .into_iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        row.push(labels.join(","));
                         row.push(s(&t["message"]));
                     }
                     row
                 })
                 .collect();
-            print_table(&headers, &rows);
+            Ok(table(&headers, &rows))
+        }
+        Kind::Offers => {
+            if !selector.is_empty() {
+                anyhow::bail!("label selectors apply to agents, frameworks and tasks");
+            }
+            let mut offers = Vec::new();
+            for f in state["frameworks"].as_array().into_iter().flatten() {
+                for o in f["offers"].as_array().into_iter().flatten() {
+                    offers.push((s(&f["name"]), o.clone()));
+                }
+            }
+            if has_structured(format) {
+                let list: Vec<Value> = offers.into_iter().map(|(_, o)| o).collect();
+                return structured(&Value::Array(list), format);
+            }
+            let mut headers = vec!["id", "framework", "agent", "hostname", "cpus", "mem"];
+            if wide {
+                headers.extend(["disk", "ports", "role"]);
+            }
+            let rows: Vec<Vec<String>> = offers
+                .iter()
+                .map(|(fw, o)| {
+                    let mut row = vec![
+                        s(&o["id"]),
+                        fw.clone(),
+                        s(&o["slave_id"]),
+                        s(&o["hostname"]),
+                        s(&o["resources"]["cpus"]),
+                        s(&o["resources"]["mem"]),
+                    ];
+                    if wide {
+                        row.push(s(&o["resources"]["disk"]));
+                        row.push(s(&o["resources"]["ports"]));
+                        row.push(s(&o["allocation_info"]["role"]));
+                    }
+                    row
+                })
+                .collect();
+            Ok(table(&headers, &rows))
+        }
+        Kind::Roles => {
+            if !selector.is_empty() {
+                anyhow::bail!("label selectors apply to agents, frameworks and tasks");
+            }
+            let roles = roles_of(state);
+            if has_structured(format) {
+                return structured(&Value::Array(roles), format);
+            }
+            let headers = [
+                "role",
+                "frameworks",
+                "cpus",
+                "mem",
+                "offered cpus",
+                "offered mem",
+            ];
+            let rows: Vec<Vec<String>> = roles
+                .iter()
+                .map(|r| {
+                    vec![
+                        s(&r["name"]),
+                        s(&r["frameworks"]),
+                        s(&r["used"]["cpus"]),
+                        s(&r["used"]["mem"]),
+                        s(&r["offered"]["cpus"]),
+                        s(&r["offered"]["mem"]),
+                    ]
+                })
+                .collect();
+            Ok(table(&headers, &rows))
         }
     }
-    Ok(())
+}
+
+/// Per role: its frameworks, and what they use and are offered.
+fn roles_of(state: &Value) -> Vec<Value> {
+    let mut roles: std::collections::BTreeMap<String, (u64, [f64; 4])> = Default::default();
+    for f in state["frameworks"].as_array().into_iter().flatten() {
+        let names: Vec<String> = match f["roles"].as_array() {
+            Some(r) if !r.is_empty() => r.iter().map(s).collect(),
+            _ => vec![s(&f["role"])],
+        };
+        for name in &names {
+            roles.entry(name.clone()).or_default().0 += 1;
+        }
+        for t in f["tasks"].as_array().into_iter().flatten() {
+            let e = roles.entry(s(&t["role"])).or_default();
+            e.1[0] += num(&t["resources"]["cpus"]);
+            e.1[1] += num(&t["resources"]["mem"]);
+        }
+        for o in f["offers"].as_array().into_iter().flatten() {
+            let e = roles.entry(s(&o["allocation_info"]["role"])).or_default();
+            e.1[2] += num(&o["resources"]["cpus"]);
+            e.1[3] += num(&o["resources"]["mem"]);
+        }
+    }
+    roles
+        .into_iter()
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, (n, r))| {
+            serde_json::json!({
+                "name": name,
+                "frameworks": n,
+                "used": {"cpus": r[0], "mem": r[1]},
+                "offered": {"cpus": r[2], "mem": r[3]},
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_and_match() {
+        let sel = parse_selector("app=web, tier!=db,canary").unwrap();
+        let labels = |l: &[(&str, &str)]| -> Vec<(String, String)> {
+            l.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(matches(&sel, &labels(&[("app", "web"), ("canary", "1")])));
+        assert!(!matches(&sel, &labels(&[("app", "web")])));
+        assert!(!matches(
+            &sel,
+            &labels(&[("app", "web"), ("canary", ""), ("tier", "db")])
+        ));
+        assert!(parse_selector("=x").is_err());
+    }
+
+    #[test]
+    fn tasks_are_filtered_by_their_labels() {
+        let state = serde_json::json!({"frameworks": [{"name": "f", "tasks": [
+            {"id": "a", "state": "TASK_RUNNING", "labels": [{"key": "app", "value": "web"}]},
+            {"id": "b", "state": "TASK_RUNNING"},
+        ]}]});
+        let sel = parse_selector("app=web").unwrap();
+        let out = render(&state, Kind::Tasks, Format::Json, &sel).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(v[0]["id"], "a");
+        let yaml = render(&state, Kind::Tasks, Format::Yaml, &[]).unwrap();
+        assert!(yaml.contains("id: a") && yaml.contains("id: b"), "{yaml}");
+    }
 }

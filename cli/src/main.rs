@@ -1,9 +1,12 @@
 //! `cairn`: the command-line interface.
 
+mod describe;
 mod get;
 mod http;
 mod local;
+mod logs;
 mod run;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -12,14 +15,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "cairn", version)]
 struct Cli {
     /// The master: `host:port`, or `zk://host:port[,host:port]/path` to
-    /// find the leading master.
-    #[arg(
-        long,
-        global = true,
-        env = "CAIRN_MASTER",
-        default_value = "127.0.0.1:5050"
-    )]
-    master: String,
+    /// find the leading master. Else `CAIRN_MASTER`, else `master` in the
+    /// config file (`$CAIRN_CONFIG`, or `~/.config/cairn/config.toml`),
+    /// else 127.0.0.1:5050.
+    #[arg(long, global = true, env = "CAIRN_MASTER")]
+    master: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,13 +30,54 @@ enum Command {
     Local(local::LocalArgs),
     /// Run one command as a task; print its output; exit with its status.
     Run(run::RunArgs),
-    /// List agents, frameworks or tasks.
-    Get {
-        kind: get::Kind,
-        /// Output format.
-        #[arg(short = 'o', long, default_value = "table")]
-        output: get::Format,
-    },
+    /// List agents, frameworks, tasks, offers or roles.
+    Get(get::GetArgs),
+    /// Show one agent, framework or task in detail.
+    Describe { kind: describe::Kind, id: String },
+    /// Print a task's output (stdout, or stderr), following it with -f.
+    Logs(logs::LogsArgs),
+    /// Live resource use per agent and per framework.
+    Top(top::TopArgs),
+}
+
+/// The config file: `$CAIRN_CONFIG`, else `$XDG_CONFIG_HOME/cairn/config.toml`,
+/// else `~/.config/cairn/config.toml`.
+fn config_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("CAIRN_CONFIG") {
+        return Some(p.into());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))?;
+    Some(base.join("cairn").join("config.toml"))
+}
+
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    master: Option<String>,
+}
+
+/// The master to talk to: the flag or `CAIRN_MASTER`, else the config
+/// file's, else the local default.
+fn master_address(flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(m) = flag {
+        return Ok(m);
+    }
+    if let Some(path) = config_path() {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let config: Config = toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                if let Some(m) = config.master {
+                    return Ok(m);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        }
+    }
+    Ok("127.0.0.1:5050".into())
 }
 
 /// The leading master's `ip:port` for `master` (an address, or a
@@ -90,10 +131,14 @@ fn main() {
         }
     };
     let code = rt.block_on(async {
+        let master = master_address(cli.master)?;
         match cli.command {
             Command::Local(args) => local::run(args).await.map(|()| 0),
-            Command::Run(args) => run::run(&cli.master, args).await,
-            Command::Get { kind, output } => get::run(&cli.master, kind, output).await.map(|()| 0),
+            Command::Run(args) => run::run(&master, args).await,
+            Command::Get(args) => get::run(&master, args).await.map(|()| 0),
+            Command::Describe { kind, id } => describe::run(&master, kind, &id).await.map(|()| 0),
+            Command::Logs(args) => logs::run(&master, args).await,
+            Command::Top(args) => top::run(&master, args).await.map(|()| 0),
         }
     });
     match code {

@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use cairn_master_core::registry::{PersistId, RegistryOp};
 use cairn_master_core::view::{StateSnapshot, Summary};
-use cairn_master_core::{CallError, ConnId, Input, Master, Output};
+use cairn_master_core::{CallError, ConnId, Input, Master, Observed, Output};
 use cairn_model::Time;
 use cairn_proto as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::Status;
 
 use crate::convert::{agent_command_to_pb, event_to_pb};
+use crate::metrics::{History, Metrics};
 
 /// Queue length of one connection's outbound messages.
 pub const CONNECTION_QUEUE: usize = 65_536;
@@ -59,6 +60,8 @@ pub enum Command {
     },
     Snapshot(oneshot::Sender<StateSnapshot>),
     Summary(oneshot::Sender<Summary>),
+    /// The state now and every change after it, with nothing between.
+    Watch(oneshot::Sender<(StateSnapshot, broadcast::Receiver<Arc<Observed>>)>),
     /// The registry cannot be written: the master must stop acting.
     Fatal(String),
 }
@@ -92,6 +95,9 @@ pub struct Handle {
     tx: mpsc::Sender<Command>,
     next_conn: Arc<AtomicU64>,
     pub info: Arc<MasterInfo>,
+    pub metrics: Arc<Metrics>,
+    /// Cluster totals over the last hour, for the dashboard's charts.
+    pub history: Arc<std::sync::Mutex<History>>,
 }
 
 /// The driver stopped (the master is shutting down).
@@ -167,6 +173,20 @@ impl Handle {
         rx.await.map_err(|_| Stopped)
     }
 
+    /// The state now and a receiver of every change after it. A receiver
+    /// that falls more than `WATCH_BUFFER` changes behind is told it lagged
+    /// (`RecvError::Lagged`) and should start over.
+    pub async fn watch(
+        &self,
+    ) -> Result<(StateSnapshot, broadcast::Receiver<Arc<Observed>>), Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Watch(tx))
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
     pub async fn summary(&self) -> Result<Summary, Stopped> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -187,20 +207,30 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(INBOX);
     let (writes, to_write) = mpsc::unbounded_channel();
     tokio::spawn(crate::registry_store::writer(store, to_write, tx.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let history = Arc::new(std::sync::Mutex::new(History::default()));
     let handle = Handle {
         tx,
         next_conn: Arc::new(AtomicU64::new(1)),
         info: Arc::new(info.clone()),
+        metrics: metrics.clone(),
+        history: history.clone(),
     };
-    let task = tokio::spawn(run(core, info, rx, writes));
+    tokio::spawn(sample_history(handle.tx.downgrade(), history));
+    let task = tokio::spawn(run(core, info, rx, writes, metrics));
     (handle, task)
 }
+
+/// Changes a watcher may fall behind by before it is told to start over.
+pub const WATCH_BUFFER: usize = 16_384;
 
 struct Driver {
     core: Master,
     info: MasterInfo,
     sinks: HashMap<ConnId, Sink>,
     writes: mpsc::UnboundedSender<(PersistId, RegistryOp)>,
+    events: broadcast::Sender<Arc<Observed>>,
+    metrics: Arc<Metrics>,
 }
 
 async fn run(
@@ -208,12 +238,15 @@ async fn run(
     info: MasterInfo,
     mut rx: mpsc::Receiver<Command>,
     writes: mpsc::UnboundedSender<(PersistId, RegistryOp)>,
+    metrics: Arc<Metrics>,
 ) {
     let mut d = Driver {
         core,
         info,
         sinks: HashMap::new(),
         writes,
+        events: broadcast::channel(WATCH_BUFFER).0,
+        metrics,
     };
     loop {
         let wait = d
@@ -239,7 +272,12 @@ async fn run(
         }
         let now = Time::now();
         if d.core.poll_timeout().is_some_and(|t| t <= now) {
+            let cycles = d.core.allocation_cycles();
+            let started = std::time::Instant::now();
             d.core.handle_timeout(now);
+            if d.core.allocation_cycles() != cycles {
+                d.metrics.observe_allocation(started.elapsed());
+            }
         }
         d.dispatch();
     }
@@ -258,6 +296,10 @@ impl Driver {
                 {
                     self.sinks.remove(conn);
                 }
+                if let Input::AgentStatusUpdate { status, .. } = &input {
+                    self.metrics
+                        .observe_status_update(Time::now().saturating_since(status.timestamp));
+                }
                 let result = self.core.handle(Time::now(), input);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
@@ -268,6 +310,12 @@ impl Driver {
             }
             Command::Summary(reply) => {
                 let _ = reply.send(self.core.summary());
+            }
+            Command::Watch(reply) => {
+                // Changes made before the snapshot go out first, so the new
+                // watcher sees none of them twice.
+                self.dispatch();
+                let _ = reply.send((self.core.snapshot(), self.events.subscribe()));
             }
             Command::Fatal(reason) => {
                 // Nothing may take effect that the registry does not hold:
@@ -337,6 +385,12 @@ impl Driver {
                 Output::Persist { id, op } => {
                     let _ = self.writes.send((id, op));
                 }
+                Output::Observed(o) => {
+                    // No watcher: nothing to do.
+                    if self.events.receiver_count() > 0 {
+                        let _ = self.events.send(Arc::new(o));
+                    }
+                }
             }
         }
     }
@@ -357,5 +411,24 @@ impl Driver {
             }
             None => {}
         }
+    }
+}
+
+/// Samples the cluster's totals every `HISTORY_INTERVAL` while the driver
+/// runs (a weak sender: the sampler does not keep the driver alive).
+async fn sample_history(tx: mpsc::WeakSender<Command>, history: Arc<std::sync::Mutex<History>>) {
+    loop {
+        let Some(tx) = tx.upgrade() else { return };
+        let (reply, rx) = oneshot::channel();
+        if tx.send(Command::Summary(reply)).await.is_err() {
+            return;
+        }
+        drop(tx);
+        let Ok(summary) = rx.await else { return };
+        let sample = crate::metrics::Sample::of(&summary, Time::now());
+        if let Ok(mut h) = history.lock() {
+            h.push(sample);
+        }
+        tokio::time::sleep(crate::metrics::HISTORY_INTERVAL).await;
     }
 }

@@ -25,6 +25,19 @@ pub struct HttpState {
     /// Role weights, for `/roles`.
     pub weights: Arc<BTreeMap<String, f64>>,
     pub started: cairn_model::Time,
+    /// Elected through ZooKeeper (else a lone master).
+    pub zk: bool,
+    /// Forwards sandbox requests to agents.
+    pub agents: AgentClient,
+}
+
+pub type AgentClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<Bytes>,
+>;
+
+pub fn agent_client() -> AgentClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 fn json_response(v: &Value) -> Response {
@@ -194,6 +207,9 @@ async fn operator_api(State(s): State<HttpState>, headers: HeaderMap, body: Byte
     let Some(ty) = call.get("type").and_then(Value::as_str) else {
         return (StatusCode::BAD_REQUEST, "Missing required fields: type\n").into_response();
     };
+    if ty == "SUBSCRIBE" {
+        return operator_subscribe(&s).await;
+    }
     let snap = match snapshot_or_503(&s).await {
         Ok(snap) => snap,
         Err(r) => return r,
@@ -212,6 +228,188 @@ async fn health() -> StatusCode {
     StatusCode::OK
 }
 
+/// The process is alive and serving.
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: this master leads (so a leader is known), and the core, which
+/// stops the process when the registry cannot be written, answers.
+async fn readyz(State(s): State<HttpState>) -> Response {
+    match s.handle.summary().await {
+        Ok(_) => "ok: leading\n".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    let summary = s.handle.summary().await.ok();
+    let uptime = cairn_model::Time::now()
+        .saturating_since(s.started)
+        .as_secs_f64();
+    let election = crate::metrics::Election {
+        elected: true,
+        zk_connected: s.zk.then_some(true),
+    };
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        s.handle.metrics.render(summary.as_ref(), election, uptime),
+    )
+        .into_response()
+}
+
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn history(State(s): State<HttpState>) -> Response {
+    let samples: Vec<crate::metrics::Sample> = match s.handle.history.lock() {
+        Ok(h) => h.samples().copied().collect(),
+        Err(_) => Vec::new(),
+    };
+    json_response(&json!({
+        "interval_secs": crate::metrics::HISTORY_INTERVAL.as_secs(),
+        "samples": samples,
+    }))
+}
+
+/// `GET /events`: the operator event stream as Server-Sent Events, one
+/// v1 operator event (JSON) per message, starting with `SUBSCRIBED` and the
+/// whole state. A watcher that falls too far behind is cut off (its
+/// browser reconnects and starts over).
+async fn events(State(s): State<HttpState>) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let stream = match watch_stream(&s).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let stream = futures::StreamExt::map(stream, |v| {
+        Ok::<_, std::convert::Infallible>(SseEvent::default().data(v.to_string()))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The state and then every change, as v1 operator events.
+async fn watch_stream(
+    s: &HttpState,
+) -> Result<impl futures::Stream<Item = Value> + Send + 'static, Response> {
+    let (snap, rx) = s
+        .handle
+        .watch()
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response())?;
+    let first = operator::subscribed_json(&snap, OPERATOR_HEARTBEAT.as_secs_f64());
+    let changes = futures::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Ok(o) => Some((operator::observed_json(&o), Some(rx))),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "an operator event watcher fell behind; ending its stream"
+                );
+                None
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    Ok(futures::StreamExt::chain(
+        futures::stream::iter([first]),
+        changes,
+    ))
+}
+
+const OPERATOR_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `SUBSCRIBE` on the operator API: the same events as `/events`, in
+/// RecordIO (`<length>\n<json>`), with `HEARTBEAT`s between.
+async fn operator_subscribe(s: &HttpState) -> Response {
+    let stream = match watch_stream(s).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let heartbeats = futures::StreamExt::map(
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval_at(
+            tokio::time::Instant::now() + OPERATOR_HEARTBEAT,
+            OPERATOR_HEARTBEAT,
+        )),
+        |_| json!({"type": "HEARTBEAT"}),
+    );
+    // Ends when the changes end (a `None` marks it); heartbeats alone never
+    // keep it open.
+    let changes = futures::StreamExt::chain(
+        futures::StreamExt::map(stream, Some),
+        futures::stream::once(std::future::ready(None)),
+    );
+    let merged = futures::stream::select(changes, futures::StreamExt::map(heartbeats, Some));
+    let records = futures::StreamExt::map(
+        futures::StreamExt::take_while(merged, |v| std::future::ready(v.is_some())),
+        |v| {
+            let body = v.map(|v| v.to_string()).unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(Bytes::from(format!("{}\n{body}", body.len())))
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(records),
+    )
+        .into_response()
+}
+
+/// `GET /files/{browse,read,download}?agent_id=ID&path=...`: an agent's
+/// sandbox files through the master, so that the dashboard and the CLI
+/// need to reach only the master.
+async fn files(
+    State(s): State<HttpState>,
+    axum::extract::Path(op): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    if !matches!(op.as_str(), "browse" | "read" | "download") {
+        return (StatusCode::NOT_FOUND, "no such endpoint\n").into_response();
+    }
+    let query = uri.query().unwrap_or("");
+    let mut agent_id = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("agent_id=") {
+            Some(id) => agent_id = Some(id.to_string()),
+            None => rest.push(pair),
+        }
+    }
+    let Some(agent_id) = agent_id else {
+        return (StatusCode::BAD_REQUEST, "agent_id is required\n").into_response();
+    };
+    let snap = match snapshot_or_503(&s).await {
+        Ok(snap) => snap,
+        Err(r) => return r,
+    };
+    let Some(agent) = snap.agents.iter().find(|a| a.id.as_str() == agent_id) else {
+        return (StatusCode::NOT_FOUND, format!("no agent {agent_id}\n")).into_response();
+    };
+    let url = format!(
+        "http://{}/files/{op}?{}",
+        agent.info.address,
+        rest.join("&")
+    );
+    let Ok(target) = url.parse::<hyper::Uri>() else {
+        return (StatusCode::BAD_REQUEST, format!("invalid request {url}\n")).into_response();
+    };
+    match s.agents.get(target).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, axum::body::Body::new(body))
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "agent {agent_id} at {} cannot be reached: {e}\n",
+                agent.info.address
+            ),
+        )
+            .into_response(),
+    }
+}
+
 async fn version() -> Response {
     json_response(&json!({
         "version": cairn_model::VERSION,
@@ -225,13 +423,14 @@ async fn flags(State(s): State<HttpState>) -> Response {
     json_response(&json!({ "flags": *s.flags }))
 }
 
+/// The dashboard: one page, no build step, embedded in the binary.
 async fn index() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!(
-            "Cairn master {}\n\nGET /state for the cluster's state.\n",
-            cairn_model::VERSION
-        ),
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../assets/dashboard.html"),
     )
         .into_response()
 }
@@ -280,7 +479,14 @@ pub fn route_path(path: &str) -> Option<String> {
 /// The operator routes. Mesos serves every master endpoint also under
 /// `/master/`, and old tools still ask for `*.json`.
 pub fn router(http_state: HttpState) -> Router {
-    let mut r = Router::new().route("/", get(index));
+    let mut r = Router::new()
+        .route("/", get(index))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events))
+        .route("/history", get(history))
+        .route("/files/{op}", get(files));
     // Keep `ENDPOINTS` in step with these.
     for prefix in ["", "/master"] {
         r = r

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 pub mod mesos_json;
 pub mod mesos_scheduler;
+pub mod metrics;
 pub mod operator;
 pub mod registry_store;
 pub mod state_json;
@@ -260,7 +261,7 @@ pub async fn serve(
         let store: Arc<dyn registry_store::RegistryStore> =
             Arc::new(registry_store::MemoryStore::default());
         let (handle, _driver) = driver::spawn(core, info, store);
-        let app = app(handle, flags);
+        let app = app(handle, flags, false);
         return tokio::select! {
             r = axum::serve(listener, app) => r.map_err(ServeError::Server),
             () = shutdown => {
@@ -319,7 +320,7 @@ pub async fn serve(
             epoch: election.epoch,
         };
         let (handle, driver) = driver::spawn(core, info, Arc::new(store));
-        mode_tx.send_replace(Mode::Leading(app(handle, flags.clone())));
+        mode_tx.send_replace(Mode::Leading(app(handle, flags.clone(), true)));
         let _ = driver.await;
         Ok::<(), ServeError>(())
     };
@@ -426,7 +427,20 @@ fn standby(req: &Request<Body>, leader: Option<&Leader>) -> Response {
         return status.into_http::<Body>();
     }
     match path {
-        "/health" | "/master/health" => StatusCode::OK.into_response(),
+        "/health" | "/master/health" | "/livez" => StatusCode::OK.into_response(),
+        // Ready when a leader is known to send clients to.
+        "/readyz" => match leader {
+            Some(l) => format!("ok: standing by; the leader is {}\n", l.endpoint).into_response(),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "No leader elected\n").into_response(),
+        },
+        // A standby's own metrics: not elected, its session up.
+        "/metrics" => (
+            [(header::CONTENT_TYPE, http::PROMETHEUS_TEXT)],
+            "# TYPE cairn_master_elected gauge\ncairn_master_elected 0\n\
+             # TYPE cairn_master_zookeeper_session_connected gauge\n\
+             cairn_master_zookeeper_session_connected 1\n",
+        )
+            .into_response(),
         _ => match leader {
             Some(l) if path == "/redirect" || path == "/master/redirect" => {
                 redirect(&l.authority, "")
@@ -449,7 +463,7 @@ pub const LEADER_METADATA: &str = "cairn-leader";
 
 /// gRPC and HTTP on one router: gRPC services under their service paths,
 /// everything else HTTP.
-fn app(handle: driver::Handle, flags: Arc<serde_json::Value>) -> Router {
+fn app(handle: driver::Handle, flags: Arc<serde_json::Value>, zk: bool) -> Router {
     let scheduler = pb::scheduler_server::SchedulerServer::new(SchedulerService {
         handle: handle.clone(),
     })
@@ -471,6 +485,8 @@ fn app(handle: driver::Handle, flags: Arc<serde_json::Value>) -> Router {
         flags,
         weights: Arc::new(weights),
         started: Time::now(),
+        zk,
+        agents: http::agent_client(),
     });
     // tonic services take tonic's body type; axum hands them its own.
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);

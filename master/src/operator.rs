@@ -310,16 +310,7 @@ fn get_agents(s: &StateSnapshot) -> Value {
 fn get_frameworks(s: &StateSnapshot) -> Value {
     let framework = |f: &cairn_master_core::view::FrameworkView| {
         json!({
-            "framework_info": {
-                "id": {"value": f.id.as_str()},
-                "name": f.info.name,
-                "user": f.info.user,
-                "roles": f.info.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                "failover_timeout": f.info.failover_timeout.as_secs_f64(),
-                "checkpoint": f.info.checkpoint,
-                "hostname": f.info.hostname,
-                "principal": f.info.principal,
-            },
+            "framework_info": v1_framework_info(&f.id, &f.info),
             "active": f.connected,
             "connected": f.connected,
             "recovered": false,
@@ -375,4 +366,107 @@ pub fn operator_call(
         }
         _ => return None,
     })
+}
+
+// ---------------------------------------------------------------------------
+// The operator event stream (`SUBSCRIBE` on `/api/v1`, and `/events`).
+// ---------------------------------------------------------------------------
+
+/// The v1 operator event for a change, as Mesos sends it to `SUBSCRIBE`d
+/// operators.
+pub fn observed_json(o: &cairn_master_core::Observed) -> Value {
+    use cairn_master_core::Observed as O;
+    match o {
+        O::TaskAdded {
+            framework_id,
+            agent_id,
+            task,
+        } => json!({"type": "TASK_ADDED", "task_added": {"task": {
+            "name": task.name,
+            "task_id": {"value": task.task_id.as_str()},
+            "framework_id": {"value": framework_id.as_str()},
+            "agent_id": {"value": agent_id.as_str()},
+            "state": "TASK_STAGING",
+            "resources": v1_resources(&task.resources),
+            "labels": {"labels": task.labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>()},
+        }}}),
+        O::TaskUpdated {
+            framework_id,
+            agent_id,
+            status,
+        } => {
+            let mut st = cairn_model::mesos_json::task_status_json(
+                &cairn_model::convert::task_status_to_pb(status),
+            );
+            if st.get("agent_id").is_none() {
+                st["agent_id"] = json!({"value": agent_id.as_str()});
+            }
+            json!({"type": "TASK_UPDATED", "task_updated": {
+                "framework_id": {"value": framework_id.as_str()},
+                "status": st,
+                "state": status.state.as_str(),
+            }})
+        }
+        O::AgentAdded { agent_id, info } => {
+            json!({"type": "AGENT_ADDED", "agent_added": {"agent": {
+                "agent_info": {
+                    "id": {"value": agent_id.as_str()},
+                    "hostname": info.hostname,
+                    "port": info.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(0),
+                    "resources": v1_resources(&info.resources),
+                },
+                "active": true,
+                "version": cairn_model::VERSION,
+                "pid": format!("slave(1)@{}", info.address),
+                "total_resources": v1_resources(&info.resources),
+            }}})
+        }
+        O::AgentRemoved { agent_id } => {
+            json!({"type": "AGENT_REMOVED", "agent_removed": {"agent_id": {"value": agent_id.as_str()}}})
+        }
+        O::FrameworkAdded { framework_id, info } | O::FrameworkUpdated { framework_id, info } => {
+            let (ty, key) = if matches!(o, O::FrameworkAdded { .. }) {
+                ("FRAMEWORK_ADDED", "framework_added")
+            } else {
+                ("FRAMEWORK_UPDATED", "framework_updated")
+            };
+            json!({"type": ty, key: {"framework": {
+                "framework_info": v1_framework_info(framework_id, info),
+                "active": true,
+                "connected": true,
+                "recovered": false,
+            }}})
+        }
+        O::FrameworkRemoved { framework_id } => {
+            json!({"type": "FRAMEWORK_REMOVED", "framework_removed": {
+                "framework_info": {"id": {"value": framework_id.as_str()}},
+            }})
+        }
+    }
+}
+
+fn v1_framework_info(id: &cairn_model::FrameworkId, info: &cairn_model::FrameworkInfo) -> Value {
+    json!({
+        "id": {"value": id.as_str()},
+        "name": info.name,
+        "user": info.user,
+        "roles": info.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "failover_timeout": info.failover_timeout.as_secs_f64(),
+        "checkpoint": info.checkpoint,
+        "hostname": info.hostname,
+        "principal": info.principal,
+    })
+}
+
+/// The first event of an operator subscription: the whole state.
+pub fn subscribed_json(s: &StateSnapshot, heartbeat_secs: f64) -> Value {
+    json!({"type": "SUBSCRIBED", "subscribed": {
+        "get_state": {
+            "get_tasks": get_tasks(s),
+            "get_executors": {"executors": []},
+            "get_frameworks": get_frameworks(s),
+            "get_agents": get_agents(s),
+        },
+        "heartbeat_interval_seconds": heartbeat_secs,
+    }})
 }

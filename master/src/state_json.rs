@@ -114,6 +114,15 @@ impl Serialize for TaskJson<'_> {
         m.serialize_entry("statuses", &Seq(&t.statuses, status_json))?;
         m.serialize_entry("message", &t.message)?;
         m.serialize_entry("exit_code", &t.exit_code)?;
+        if !t.labels.is_empty() {
+            m.serialize_entry(
+                "labels",
+                &t.labels
+                    .iter()
+                    .map(|(k, v)| json!({"key": k, "value": v}))
+                    .collect::<Vec<_>>(),
+            )?;
+        }
         m.end()
     }
 }

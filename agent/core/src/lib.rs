@@ -373,6 +373,11 @@ impl Agent {
         self.agent_id.as_ref()
     }
 
+    /// Registered with the master, and its session still up.
+    pub fn registered(&self) -> bool {
+        self.agent_id.is_some() && self.updates.is_connected()
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }

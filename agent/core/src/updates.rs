@@ -164,6 +164,11 @@ impl StatusUpdateManager {
             .collect()
     }
 
+    /// Whether a master session is up (registered, and not disconnected since).
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     pub fn disconnected(&mut self) {
         self.connected = false;
     }

@@ -234,4 +234,45 @@ pub enum Output {
     /// Write `op` to the registry, in order with earlier writes, then answer
     /// `Input::Persisted { id }`. A master that cannot write must stop.
     Persist { id: PersistId, op: RegistryOp },
+    /// A change operators may watch (event streams, metrics). Nothing waits
+    /// for it: a server with no watcher drops it.
+    Observed(Observed),
+}
+
+/// A change in the cluster, in the order the core made it: what the Mesos
+/// operator `SUBSCRIBE` stream and the dashboard's event stream carry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    /// A task was accepted for launch (it is staging on `agent_id`).
+    TaskAdded {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        task: TaskInfo,
+    },
+    /// A task moved to `status.state`.
+    TaskUpdated {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        status: TaskStatus,
+    },
+    AgentAdded {
+        agent_id: AgentId,
+        info: AgentInfo,
+    },
+    /// The agent is gone from the live set (unreachable or removed).
+    AgentRemoved {
+        agent_id: AgentId,
+    },
+    FrameworkAdded {
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+    },
+    /// A framework re-subscribed or changed its information.
+    FrameworkUpdated {
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+    },
+    FrameworkRemoved {
+        framework_id: FrameworkId,
+    },
 }

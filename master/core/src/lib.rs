@@ -33,6 +33,7 @@ pub mod view;
 pub use config::MasterConfig;
 pub use error::{CallError, InvariantViolation};
 pub use io::{
-    Acknowledgement, AgentCommand, Call, ConnId, Event, Input, LaunchRequest, Output, ReportedTask,
+    Acknowledgement, AgentCommand, Call, ConnId, Event, Input, LaunchRequest, Observed, Output,
+    ReportedTask,
 };
 pub use master::Master;

@@ -59,6 +59,7 @@ pub struct TaskView {
     /// The framework's executor that runs it; none for a command task
     /// (which has one of its own, named after it).
     pub executor_id: Option<ExecutorId>,
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]

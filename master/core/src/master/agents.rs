@@ -11,7 +11,7 @@ use super::persist::Pending;
 use super::{Agent, Framework, FrameworkConn, Master};
 use crate::registry::RegistryOp;
 use crate::task::Task;
-use crate::{AgentCommand, ConnId, Event, Output, ReportedTask};
+use crate::{AgentCommand, ConnId, Event, Observed, Output, ReportedTask};
 
 impl Master {
     pub(super) fn agent_register(
@@ -116,6 +116,10 @@ impl Master {
         );
         self.allocator.add_agent(&id, info.resources.clone(), &[]);
         self.counters.agents_registered += 1;
+        self.observe(Observed::AgentAdded {
+            agent_id: id.clone(),
+            info: info.clone(),
+        });
         match conn {
             Some(conn) => {
                 self.agent_conns.insert(conn, id.clone());
@@ -644,6 +648,9 @@ impl Master {
         self.allocator.remove_agent(id);
         self.dirty.remove(id);
         self.counters.agents_unreachable += 1;
+        self.observe(Observed::AgentRemoved {
+            agent_id: id.clone(),
+        });
         self.remember_unreachable(now, id.clone(), agent.info, now);
         let connected: Vec<FrameworkId> = self
             .frameworks
@@ -675,6 +682,12 @@ impl Master {
         };
         let _ = task.apply(status, max);
         let agent_id = task.info.agent_id.clone();
+        self.outputs
+            .push_back(Output::Observed(Observed::TaskUpdated {
+                framework_id: fw.clone(),
+                agent_id: agent_id.clone(),
+                status: status.clone(),
+            }));
         let resources = task.info.resources.clone();
         let role = task.role.clone();
         framework.unreachable_tasks.insert(task_id.clone(), task);

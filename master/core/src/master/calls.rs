@@ -13,7 +13,7 @@ use super::{FrameworkConn, Master};
 use crate::offer::OfferEvent;
 use crate::task::Task;
 use crate::validation::launch_problem;
-use crate::{AgentCommand, Call, CallError, LaunchRequest};
+use crate::{AgentCommand, Call, CallError, LaunchRequest, Observed};
 
 impl Master {
     pub(super) fn call(
@@ -243,6 +243,11 @@ impl Master {
                 agent.tasks.insert((fw.clone(), task.task_id.clone()));
             }
             self.counters.tasks_launched += 1;
+            self.observe(Observed::TaskAdded {
+                framework_id: fw.clone(),
+                agent_id: agent_id.clone(),
+                task: task.clone(),
+            });
             if let Some(framework) = framework_info.clone() {
                 self.send_agent(&agent_id, AgentCommand::RunTask { framework, task });
             }

@@ -8,7 +8,7 @@ use super::persist::Pending;
 use super::{CompletedFramework, Framework, FrameworkConn, Master, uuid_string};
 use crate::offer::OfferEvent;
 use crate::registry::RegistryOp;
-use crate::{AgentCommand, CallError, ConnId, Event, Output};
+use crate::{AgentCommand, CallError, ConnId, Event, Observed, Output};
 
 impl Master {
     pub(super) fn subscribe(
@@ -72,6 +72,10 @@ impl Master {
         } else {
             // New, or known to an earlier master: either way it starts here.
             self.allocator.add_framework(&id, &info.roles, &[]);
+            self.observe(Observed::FrameworkAdded {
+                framework_id: id.clone(),
+                info: info.clone(),
+            });
             self.frameworks.insert(
                 id.clone(),
                 Framework {
@@ -211,6 +215,13 @@ impl Master {
         }
         self.allocator.update_framework_roles(id, &roles);
         self.counters.frameworks_resubscribed += 1;
+        if let Some(f) = self.frameworks.get(id) {
+            let info = f.info.clone();
+            self.observe(Observed::FrameworkUpdated {
+                framework_id: id.clone(),
+                info,
+            });
+        }
     }
 
     pub(super) fn framework_disconnected(&mut self, now: Time, conn: ConnId) {
@@ -371,6 +382,9 @@ impl Master {
             framework.completed.push_back(task);
         }
         self.counters.frameworks_removed += 1;
+        self.observe(Observed::FrameworkRemoved {
+            framework_id: id.clone(),
+        });
         self.completed_frameworks.push_back(CompletedFramework {
             id: id.clone(),
             info: framework.info,

@@ -24,7 +24,7 @@ use crate::offer::OfferRecord;
 use crate::registry::PersistId;
 use crate::task::Task;
 use crate::view::Counters;
-use crate::{AgentCommand, CallError, ConnId, Event, Input, MasterConfig, Output};
+use crate::{AgentCommand, CallError, ConnId, Event, Input, MasterConfig, Observed, Output};
 
 /// An admitted agent.
 #[derive(Debug)]
@@ -366,12 +366,21 @@ impl Master {
         }
     }
 
+    /// Allocation cycles run so far (a cheap read, for timing them).
+    pub fn allocation_cycles(&self) -> u64 {
+        self.counters.allocation_cycles
+    }
+
     /// The next output, in the order produced.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     // ----- helpers shared by the handlers -------------------------------
+
+    fn observe(&mut self, o: Observed) {
+        self.outputs.push_back(Output::Observed(o));
+    }
 
     fn send_framework(&mut self, framework_id: &FrameworkId, event: Event) {
         if let Some(conn) = self.frameworks.get(framework_id).and_then(Framework::conn) {

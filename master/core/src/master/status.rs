@@ -4,7 +4,7 @@
 use cairn_model::{FrameworkId, TaskId, TaskStatus, Time};
 
 use super::Master;
-use crate::{AgentCommand, ConnId};
+use crate::{AgentCommand, ConnId, Observed};
 
 impl Master {
     pub(super) fn agent_status_update(
@@ -123,10 +123,26 @@ impl Master {
             return false;
         };
         let was_terminal = task.state.is_terminal();
+        let before = task.state;
         if task.apply(status, max).is_err() {
             self.counters.invalid_transitions += 1;
             return false;
         }
+        if task.state != before {
+            let agent_id = task.info.agent_id.clone();
+            self.observe(Observed::TaskUpdated {
+                framework_id: fw.clone(),
+                agent_id,
+                status: status.clone(),
+            });
+        }
+        let Some(task) = self
+            .frameworks
+            .get_mut(fw)
+            .and_then(|f| f.tasks.get_mut(task_id))
+        else {
+            return true;
+        };
         if !was_terminal && task.state.is_terminal() {
             let agent_id = task.info.agent_id.clone();
             let resources = task.info.resources.clone();

@@ -21,6 +21,7 @@ fn task_view(t: &Task) -> TaskView {
         message: t.latest.as_ref().map(|s| s.message.clone()),
         exit_code: t.latest.as_ref().and_then(|s| s.exit_code),
         executor_id: t.info.executor.as_ref().map(|e| e.executor_id.clone()),
+        labels: t.info.labels.clone(),
     }
 }
 
