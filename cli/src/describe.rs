@@ -16,6 +16,9 @@ pub enum Kind {
     Framework,
     #[value(alias = "tasks")]
     Task,
+    /// An app of the services framework.
+    #[value(alias = "apps")]
+    App,
 }
 
 pub async fn run(master: &str, kind: Kind, id: &str) -> anyhow::Result<()> {
@@ -180,6 +183,7 @@ pub fn describe(state: &Value, kind: Kind, id: &str) -> anyhow::Result<String> {
                 out.push_str(&indent(&table(&["id", "hostname", "cpus", "mem"], &offers)));
             }
         }
+        Kind::App => anyhow::bail!("apps are described by the services framework"),
         Kind::Task => {
             let (fw, t) = all_tasks(state)
                 .into_iter()

@@ -17,6 +17,15 @@ pub enum Kind {
     Offers,
     #[value(alias = "role")]
     Roles,
+    /// Apps of the services framework.
+    #[value(alias = "app")]
+    Apps,
+    /// Instances of the services framework's apps.
+    #[value(alias = "instance")]
+    Instances,
+    /// Services (stable names) of the services framework.
+    #[value(alias = "service", alias = "svc")]
+    Services,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -185,7 +194,7 @@ pub fn all_tasks(state: &Value) -> Vec<(String, Value)> {
     out
 }
 
-pub async fn run(master: &str, args: GetArgs) -> anyhow::Result<()> {
+pub async fn run(master: &str, services: &str, args: GetArgs) -> anyhow::Result<()> {
     let selector = match &args.selector {
         Some(s) => parse_selector(s)?,
         None => Vec::new(),
@@ -193,8 +202,15 @@ pub async fn run(master: &str, args: GetArgs) -> anyhow::Result<()> {
     let http = HttpClient::new();
     let mut last = String::new();
     loop {
-        let leader = crate::leader(master).await?;
-        let state = http.get_json(&format!("http://{leader}/state")).await;
+        let state = match args.kind {
+            Kind::Apps | Kind::Instances | Kind::Services => {
+                crate::services::list(&http, services, args.kind).await
+            }
+            _ => {
+                let leader = crate::leader(master).await?;
+                http.get_json(&format!("http://{leader}/state")).await
+            }
+        };
         let text = match state {
             Ok(state) => render(&state, args.kind, args.output, &selector)?,
             Err(e) if args.watch => format!("cannot read the state: {e}\n"),
@@ -233,6 +249,9 @@ pub fn render(
     let wide = format == Format::Wide;
     let keep = |labels: &Value| matches(selector, &labels_of(labels));
     match kind {
+        Kind::Apps | Kind::Instances | Kind::Services => {
+            crate::services::render(state, kind, format, selector)
+        }
         Kind::Agents => {
             let agents: Vec<Value> = state["slaves"]
                 .as_array()

@@ -91,6 +91,51 @@ impl HttpClient {
         Ok(body)
     }
 
+    /// Sends `method` with `body` to `url` (no redirects followed); the
+    /// JSON answer of a 2xx, else the error with the body's text.
+    pub async fn send(&self, method: &str, url: &str, body: Vec<u8>) -> Result<Value, HttpError> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(|_| HttpError::Url(url.to_string()))?;
+        let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| HttpError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| HttpError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let text = v["error"].as_str().map_or_else(
+                || String::from_utf8_lossy(&bytes).trim().to_string(),
+                str::to_string,
+            );
+            return Err(HttpError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| HttpError::Json {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     pub async fn get_json(&self, url: &str) -> Result<Value, HttpError> {
         let body = self.get(url).await?;
         serde_json::from_slice(&body).map_err(|e| HttpError::Json {

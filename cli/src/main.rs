@@ -6,6 +6,7 @@ mod http;
 mod local;
 mod logs;
 mod run;
+mod services;
 mod top;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,11 @@ struct Cli {
     /// else 127.0.0.1:5050.
     #[arg(long, global = true, env = "CAIRN_MASTER")]
     master: Option<String>,
+    /// The services framework's API (`host:port`): for apply, scale,
+    /// delete, and apps, instances and services. Else `CAIRN_SERVICES`,
+    /// else `services` in the config file, else 127.0.0.1:8090.
+    #[arg(long, global = true, env = "CAIRN_SERVICES")]
+    services: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,8 +38,23 @@ enum Command {
     Run(run::RunArgs),
     /// List agents, frameworks, tasks, offers or roles.
     Get(get::GetArgs),
-    /// Show one agent, framework or task in detail.
+    /// Show one agent, framework, task or app in detail.
     Describe { kind: describe::Kind, id: String },
+    /// Create or update the apps in a spec file (`-` for stdin); applying
+    /// the same file again changes nothing.
+    Apply {
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+    },
+    /// Change how many instances an app runs.
+    Scale {
+        kind: AppKind,
+        name: String,
+        #[arg(long)]
+        instances: u32,
+    },
+    /// Delete an app (its instances are killed).
+    Delete { kind: AppKind, name: String },
     /// Print a task's output (stdout, or stderr), following it with -f.
     Logs(logs::LogsArgs),
     /// Live resource use per agent and per framework.
@@ -52,32 +73,45 @@ fn config_path() -> Option<std::path::PathBuf> {
     Some(base.join("cairn").join("config.toml"))
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AppKind {
+    App,
+}
+
 #[derive(serde::Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct Config {
     master: Option<String>,
+    services: Option<String>,
 }
 
-/// The master to talk to: the flag or `CAIRN_MASTER`, else the config
-/// file's, else the local default.
-fn master_address(flag: Option<String>) -> anyhow::Result<String> {
-    if let Some(m) = flag {
-        return Ok(m);
+fn read_config() -> anyhow::Result<Config> {
+    let Some(path) = config_path() else {
+        return Ok(Config::default());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     }
-    if let Some(path) = config_path() {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let config: Config = toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                if let Some(m) = config.master {
-                    return Ok(m);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
-        }
-    }
-    Ok("127.0.0.1:5050".into())
+}
+
+/// The master and the services API to talk to: the flags (or their
+/// environment variables), else the config file's, else the local defaults.
+fn addresses(master: Option<String>, services: Option<String>) -> anyhow::Result<(String, String)> {
+    let config = if master.is_none() || services.is_none() {
+        read_config()?
+    } else {
+        Config::default()
+    };
+    Ok((
+        master
+            .or(config.master)
+            .unwrap_or_else(|| "127.0.0.1:5050".into()),
+        services
+            .or(config.services)
+            .unwrap_or_else(|| "127.0.0.1:8090".into()),
+    ))
 }
 
 /// The leading master's `ip:port` for `master` (an address, or a
@@ -131,12 +165,31 @@ fn main() {
         }
     };
     let code = rt.block_on(async {
-        let master = master_address(cli.master)?;
+        let (master, services) = addresses(cli.master, cli.services)?;
         match cli.command {
             Command::Local(args) => local::run(args).await.map(|()| 0),
             Command::Run(args) => run::run(&master, args).await,
-            Command::Get(args) => get::run(&master, args).await.map(|()| 0),
+            Command::Get(args) => get::run(&master, &services, args).await.map(|()| 0),
+            Command::Describe {
+                kind: describe::Kind::App,
+                id,
+            } => {
+                print!("{}", services::describe_app(&services, &id).await?);
+                Ok(0)
+            }
             Command::Describe { kind, id } => describe::run(&master, kind, &id).await.map(|()| 0),
+            Command::Apply { file } => services::apply(&services, &file).await.map(|()| 0),
+            Command::Scale {
+                kind: AppKind::App,
+                name,
+                instances,
+            } => services::scale(&services, &name, instances)
+                .await
+                .map(|()| 0),
+            Command::Delete {
+                kind: AppKind::App,
+                name,
+            } => services::delete(&services, &name).await.map(|()| 0),
             Command::Logs(args) => logs::run(&master, args).await,
             Command::Top(args) => top::run(&master, args).await.map(|()| 0),
         }
