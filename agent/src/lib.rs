@@ -3,6 +3,7 @@
 //! the HTTP endpoints (all on one port), and the launcher that starts
 //! executor processes.
 
+pub mod auth;
 pub mod checkpoint;
 pub mod command_executor;
 pub mod driver;
@@ -117,6 +118,28 @@ pub struct AgentArgs {
     /// the two never hold more. `0`: unlimited. Accepts `10MB`, `1GiB`, bytes.
     #[arg(long, value_parser = parse_size, default_value = "100MB")]
     pub task_log_max_size: u64,
+    /// This agent's principal and secret for the master, a JSON file:
+    /// `{"principal": "...", "secret": "..."}`.
+    #[arg(long)]
+    pub credential: Option<PathBuf>,
+    /// Credentials (Mesos JSON) callers of this agent's state, metrics and
+    /// sandbox endpoints must present (HTTP Basic).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// ACLs (Mesos JSON): `view_state` and `read_sandboxes` apply here.
+    #[arg(long)]
+    pub acls: Option<PathBuf>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AgentError::Security {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| AgentError::Security {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// A size: a number of bytes, or with a unit (`KB`/`MB`/`GB` as powers of
@@ -160,6 +183,8 @@ pub enum AgentError {
     Server(#[source] std::io::Error),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{path}: {reason}")]
+    Security { path: PathBuf, reason: String },
 }
 
 /// The program executors are started with: this binary, `executor`.
@@ -177,6 +202,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let addr = listener.local_addr().map_err(AgentError::LocalAddr)?;
+    let credential: Option<auth::OwnCredential> = match &args.credential {
+        Some(p) => Some(read_json(p)?),
+        None => None,
+    };
+    let gate = Arc::new(auth::Gate {
+        credentials: match &args.credentials {
+            Some(p) => Some(read_json(p)?),
+            None => None,
+        },
+        acls: match &args.acls {
+            Some(p) => Some(read_json(p)?),
+            None => None,
+        },
+    });
     std::fs::create_dir_all(&args.work_dir).map_err(|source| AgentError::WorkDir {
         path: args.work_dir.clone(),
         source,
@@ -306,7 +345,10 @@ pub async fn serve(
         hostname: hostname.clone(),
     };
     let mesos = axum::routing::post(mesos_executor::executor_api).with_state(door);
+    // The gate covers the operator endpoints only: executors' endpoints
+    // are added after it.
     let app = http::router(http_state)
+        .layer(axum::middleware::from_fn_with_state(gate, auth::gate))
         .route("/api/v1/executor", mesos.clone())
         .route("/slave(1)/api/v1/executor", mesos)
         .route_service(
@@ -324,6 +366,9 @@ pub async fn serve(
             launcher: launcher.clone(),
             interval: args.usage_report_interval,
         },
+        credential
+            .as_ref()
+            .map(|c| cairn_model::auth::basic_value(&c.principal, &c.secret)),
     ));
     // No Nagle (see the master): executors and the files API trade small
     // messages.

@@ -33,7 +33,14 @@ pub struct UsageReports {
 /// `master` is an address, or a ZooKeeper URL whose leader is followed. When
 /// the leader changes the session moves to the new one at once, and from
 /// then on messages from an older epoch are dropped.
-pub async fn run(handle: Handle, master: MasterAddr, info: AgentInfo, usage: UsageReports) {
+/// `authorization`: this agent's credential for the master, if any.
+pub async fn run(
+    handle: Handle,
+    master: MasterAddr,
+    info: AgentInfo,
+    usage: UsageReports,
+    authorization: Option<String>,
+) {
     let mut leaders = cairn_model::zk::follow(master.clone());
     let mut backoff = BACKOFF_MIN;
     // Messages from a master with an older epoch than one already seen are
@@ -52,7 +59,7 @@ pub async fn run(handle: Handle, master: MasterAddr, info: AgentInfo, usage: Usa
         let endpoint = leader.endpoint.clone();
         let mut leader_changed = false;
         tokio::select! {
-            r = session(&handle, &endpoint, &info, &usage, &mut newest_epoch) => match r {
+            r = session(&handle, &endpoint, &info, &usage, authorization.as_deref(), &mut newest_epoch) => match r {
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
                     tracing::warn!(master = %endpoint, "master session ended; reconnecting");
@@ -115,6 +122,7 @@ async fn session(
     master: &str,
     info: &AgentInfo,
     usage: &UsageReports,
+    authorization: Option<&str>,
     newest_epoch: &mut u64,
 ) -> Result<(), SessionError> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{master}"))?
@@ -149,7 +157,11 @@ async fn session(
             message: Some(pb::agent_message::Message::Register(register)),
         })
         .await;
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(a) = authorization.and_then(|a| a.parse().ok()) {
+        request.metadata_mut().insert("authorization", a);
+    }
+    let mut inbound = client.session(request).await?.into_inner();
     handle
         .send(Command::MasterSession(Some(tx.clone())))
         .await?;

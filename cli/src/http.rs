@@ -23,16 +23,42 @@ pub enum HttpError {
     Json { url: String, reason: String },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// HTTP Basic of `CAIRN_PRINCIPAL` and `CAIRN_SECRET`, when both are set.
+    authorization: Option<String>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+/// The caller's credential from the environment (`main` puts the config
+/// file's there when the environment has none).
+pub fn credential() -> Option<(String, String)> {
+    let principal = std::env::var("CAIRN_PRINCIPAL").ok()?;
+    let secret = std::env::var("CAIRN_SECRET").ok()?;
+    Some((principal, secret))
 }
 
 impl HttpClient {
     pub fn new() -> Self {
         HttpClient {
             client: Client::builder(TokioExecutor::new()).build_http(),
+            authorization: credential().map(|(p, s)| cairn_model::auth::basic_value(&p, &s)),
         }
+    }
+
+    fn request(&self, uri: hyper::Uri) -> Result<hyper::Request<Empty<Bytes>>, HttpError> {
+        let mut req = hyper::Request::get(uri.clone());
+        if let Some(a) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a.as_str());
+        }
+        req.body(Empty::new())
+            .map_err(|_| HttpError::Url(uri.to_string()))
     }
 
     /// GETs `url`, following a standby master's redirects to the leader
@@ -42,14 +68,12 @@ impl HttpClient {
         let mut redirects = 0;
         let resp = loop {
             let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.clone()))?;
-            let resp = self
-                .client
-                .get(uri)
-                .await
-                .map_err(|e| HttpError::Unreachable {
+            let resp = self.client.request(self.request(uri)?).await.map_err(|e| {
+                HttpError::Unreachable {
                     url: url.clone(),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             let location = resp
                 .headers()
                 .get(hyper::header::LOCATION)
@@ -94,9 +118,11 @@ impl HttpClient {
     /// Sends `method` with `body` to `url` (no redirects followed); the
     /// JSON answer of a 2xx, else the error with the body's text.
     pub async fn send(&self, method: &str, url: &str, body: Vec<u8>) -> Result<Value, HttpError> {
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(url)
+        let mut req = hyper::Request::builder().method(method).uri(url);
+        if let Some(a) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a.as_str());
+        }
+        let req = req
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|_| HttpError::Url(url.to_string()))?;
         let client: Client<HttpConnector, http_body_util::Full<Bytes>> =

@@ -83,6 +83,9 @@ enum AppKind {
 struct Config {
     master: Option<String>,
     services: Option<String>,
+    /// The operator's credential (`CAIRN_PRINCIPAL`/`CAIRN_SECRET` win).
+    principal: Option<String>,
+    secret: Option<String>,
 }
 
 fn read_config() -> anyhow::Result<Config> {
@@ -94,24 +97,6 @@ fn read_config() -> anyhow::Result<Config> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     }
-}
-
-/// The master and the services API to talk to: the flags (or their
-/// environment variables), else the config file's, else the local defaults.
-fn addresses(master: Option<String>, services: Option<String>) -> anyhow::Result<(String, String)> {
-    let config = if master.is_none() || services.is_none() {
-        read_config()?
-    } else {
-        Config::default()
-    };
-    Ok((
-        master
-            .or(config.master)
-            .unwrap_or_else(|| "127.0.0.1:5050".into()),
-        services
-            .or(config.services)
-            .unwrap_or_else(|| "127.0.0.1:8090".into()),
-    ))
 }
 
 /// The leading master's `ip:port` for `master` (an address, or a
@@ -148,6 +133,22 @@ fn main() {
         std::process::exit(127);
     }
     let cli = Cli::parse();
+    let config = match read_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    if std::env::var_os("CAIRN_PRINCIPAL").is_none()
+        && let (Some(p), Some(s)) = (&config.principal, &config.secret)
+    {
+        // SAFETY: set before any thread is started.
+        unsafe {
+            std::env::set_var("CAIRN_PRINCIPAL", p);
+            std::env::set_var("CAIRN_SECRET", s);
+        }
+    }
     if matches!(cli.command, Command::Local(_)) {
         cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
     } else if std::env::var_os("RUST_LOG").is_none() {
@@ -165,7 +166,14 @@ fn main() {
         }
     };
     let code = rt.block_on(async {
-        let (master, services) = addresses(cli.master, cli.services)?;
+        let master = cli
+            .master
+            .or(config.master)
+            .unwrap_or_else(|| "127.0.0.1:5050".into());
+        let services = cli
+            .services
+            .or(config.services)
+            .unwrap_or_else(|| "127.0.0.1:8090".into());
         match cli.command {
             Command::Local(args) => local::run(args).await.map(|()| 0),
             Command::Run(args) => run::run(&master, args).await,

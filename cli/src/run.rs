@@ -158,8 +158,11 @@ pub async fn run(master: &str, args: RunArgs) -> anyhow::Result<i32> {
         task_name: name,
     };
     let master_addr = master.to_string();
-    let driver_task =
-        tokio::spawn(async move { SchedulerDriver::new(master_addr, info).run(sched).await });
+    let mut driver = SchedulerDriver::new(master_addr, info);
+    if let Some((principal, secret)) = crate::http::credential() {
+        driver = driver.credential(&principal, &secret);
+    }
+    let driver_task = tokio::spawn(async move { driver.run(sched).await });
 
     let http = HttpClient::new();
     let deadline = tokio::time::Instant::now() + args.placement_timeout;

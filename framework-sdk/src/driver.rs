@@ -52,9 +52,23 @@ pub struct SchedulerDriver {
     suppressed_roles: Vec<Role>,
     id_file: Option<std::path::PathBuf>,
     reconcile: bool,
+    /// HTTP Basic of the principal and secret, when the master asks for
+    /// credentials.
+    authorization: Option<String>,
 }
 
 impl SchedulerDriver {
+    /// Authenticates as `principal` with `secret` (masters started with
+    /// `--credentials` refuse frameworks without). The framework's declared
+    /// principal becomes `principal` unless it names one.
+    pub fn credential(mut self, principal: &str, secret: &str) -> Self {
+        self.authorization = Some(cairn_model::auth::basic_value(principal, secret));
+        if self.info.principal.is_empty() {
+            self.info.principal = principal.to_string();
+        }
+        self
+    }
+
     /// `master` is `host:port`, or `zk://host:port[,host:port]/path` to
     /// follow the leading master.
     pub fn new(master: impl Into<String>, info: FrameworkInfo) -> Self {
@@ -65,6 +79,7 @@ impl SchedulerDriver {
             suppressed_roles: Vec::new(),
             id_file: None,
             reconcile: true,
+            authorization: None,
         }
     }
 
@@ -145,7 +160,7 @@ impl SchedulerDriver {
                 continue;
             };
             newest_epoch = newest_epoch.max(leader.epoch);
-            let client = connect(&leader.endpoint)?;
+            let client = connect(&leader.endpoint, self.authorization.as_deref())?;
             if let Ok(mut l) = driver.inner.leader.lock() {
                 *l = Some((leader.endpoint.clone(), client.clone()));
             }
@@ -339,12 +354,43 @@ impl SchedulerDriver {
     }
 }
 
-fn connect(endpoint: &str) -> Result<SchedulerClient<Channel>, SdkError> {
+/// A client to the master that presents the framework's credential, if
+/// it has one, on every request.
+type Client = SchedulerClient<tonic::service::interceptor::InterceptedService<Channel, Credential>>;
+
+/// Adds `authorization` metadata (HTTP Basic of the principal and secret).
+#[derive(Clone)]
+struct Credential(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Credential(hidden)"
+        } else {
+            "Credential(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Credential {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn connect(endpoint: &str, authorization: Option<&str>) -> Result<Client, SdkError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|_| SdkError::Address(endpoint.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    Ok(SchedulerClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 * 1024 * 1024))
+    let credential = Credential(authorization.and_then(|a| a.parse().ok()));
+    Ok(
+        SchedulerClient::with_interceptor(endpoint.connect_lazy(), credential)
+            .max_decoding_message_size(64 * 1024 * 1024),
+    )
 }
 
 #[derive(Debug)]
@@ -352,7 +398,7 @@ struct Inner {
     /// Framework id and stream id of the current subscription.
     session: Mutex<Option<(FrameworkId, String)>>,
     /// The leading master (`ip:port`) and a client to it.
-    leader: Mutex<Option<(String, SchedulerClient<Channel>)>>,
+    leader: Mutex<Option<(String, Client)>>,
     stopped: AtomicBool,
     stop: Notify,
     acks: Mutex<AckQueue>,
@@ -398,10 +444,7 @@ const CALL_STREAM_QUEUE: usize = 1024;
 
 impl CallStream {
     /// Opens a stream to `endpoint`; `Err` carries the master's refusal.
-    async fn open(
-        endpoint: &str,
-        client: &SchedulerClient<Channel>,
-    ) -> Result<CallStream, tonic::Status> {
+    async fn open(endpoint: &str, client: &Client) -> Result<CallStream, tonic::Status> {
         let (tx, rx) = mpsc::channel(CALL_STREAM_QUEUE);
         let mut client = client.clone();
         let mut results = client.calls(ReceiverStream::new(rx)).await?.into_inner();
@@ -551,7 +594,7 @@ impl Driver {
     async fn call_on_stream(
         &self,
         endpoint: &str,
-        client: &SchedulerClient<Channel>,
+        client: &Client,
         mut call: pb::SchedulerCall,
     ) -> Result<Result<(), SdkError>, pb::SchedulerCall> {
         let rx = {

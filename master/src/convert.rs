@@ -326,6 +326,7 @@ pub fn agent_command_to_pb(c: &AgentCommand, info: &MasterInfo) -> pb::master_me
 }
 
 /// A REGISTER message, converted.
+#[derive(Debug)]
 pub struct Registration {
     pub agent_id: Option<AgentId>,
     pub info: AgentInfo,

@@ -29,6 +29,7 @@ pub fn call_error_status(e: &CallError) -> Status {
             Status::failed_precondition(e.to_string())
         }
         CallError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        CallError::Forbidden(_) => Status::permission_denied(e.to_string()),
     }
 }
 
@@ -53,6 +54,7 @@ fn conn_stream<T>(rx: mpsc::Receiver<Item<T>>, handle: Handle, on_drop: Input) -
 #[derive(Debug, Clone)]
 pub struct SchedulerService {
     pub handle: Handle,
+    pub auth: std::sync::Arc<crate::auth::Auth>,
 }
 
 /// Verdicts of a `Calls` stream waiting to be answered, in call order.
@@ -82,6 +84,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = self.auth.authenticate_grpc(request.metadata())?;
+        self.auth
+            .allow_subscription(principal.as_deref())
+            .map_err(|e| e.status())?;
         let (info, suppressed_roles) = subscribe_from_pb(request.get_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let conn = self.handle.new_conn();
@@ -92,6 +98,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 conn,
                 info,
                 suppressed_roles,
+                principal,
             })
             .await?;
         Ok(Response::new(conn_stream(
@@ -105,6 +112,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<pb::SchedulerCall>,
     ) -> Result<Response<pb::CallReply>, Status> {
+        self.auth.authenticate_grpc(request.metadata())?;
         let (framework_id, stream_id, call) =
             call_from_pb(request.get_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let verdict = self
@@ -124,6 +132,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         request: Request<Streaming<pb::SchedulerCall>>,
     ) -> Result<Response<Self::CallsStream>, Status> {
+        self.auth.authenticate_grpc(request.metadata())?;
         let mut inbound = request.into_inner();
         let (out, rx) = mpsc::channel(CALLS_IN_FLIGHT);
         // One task reads the calls and hands them to the core in order;
@@ -192,6 +201,7 @@ enum VerdictOrError {
 #[derive(Debug, Clone)]
 pub struct AgentLinkService {
     pub handle: Handle,
+    pub auth: std::sync::Arc<crate::auth::Auth>,
 }
 
 #[tonic::async_trait]
@@ -202,6 +212,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        self.auth.authenticate_grpc(request.metadata())?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()

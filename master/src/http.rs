@@ -29,6 +29,7 @@ pub struct HttpState {
     pub zk: bool,
     /// Forwards sandbox requests to agents.
     pub agents: AgentClient,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 pub type AgentClient = hyper_util::client::legacy::Client<
@@ -186,7 +187,13 @@ async fn redirect(State(s): State<HttpState>) -> Response {
 }
 
 /// `POST /api/v1`: the v1 operator API, JSON.
-async fn operator_api(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn operator_api(
+    State(s): State<HttpState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = principal.and_then(|p| p.0.0);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("?"));
@@ -207,6 +214,16 @@ async fn operator_api(State(s): State<HttpState>, headers: HeaderMap, body: Byte
     let Some(ty) = call.get("type").and_then(Value::as_str) else {
         return (StatusCode::BAD_REQUEST, "Missing required fields: type\n").into_response();
     };
+    if ty == "TEARDOWN" {
+        let id = call["teardown"]["framework_id"]["value"]
+            .as_str()
+            .unwrap_or("");
+        return tear_down(&s, id, principal).await;
+    }
+    // Every other call reads the state.
+    if let Err(e) = s.auth.view(principal.as_deref()) {
+        return e.response();
+    }
     if ty == "SUBSCRIBE" {
         return operator_subscribe(&s).await;
     }
@@ -363,6 +380,7 @@ async fn files(
     State(s): State<HttpState>,
     axum::extract::Path(op): axum::extract::Path<String>,
     uri: axum::http::Uri,
+    headers: HeaderMap,
 ) -> Response {
     if !matches!(op.as_str(), "browse" | "read" | "download") {
         return (StatusCode::NOT_FOUND, "no such endpoint\n").into_response();
@@ -394,7 +412,15 @@ async fn files(
     let Ok(target) = url.parse::<hyper::Uri>() else {
         return (StatusCode::BAD_REQUEST, format!("invalid request {url}\n")).into_response();
     };
-    match s.agents.get(target).await {
+    // The caller's credentials go along: agents check them too.
+    let mut request = hyper::Request::get(target);
+    if let Some(a) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, a.clone());
+    }
+    let Ok(request) = request.body(http_body_util::Empty::new()) else {
+        return (StatusCode::BAD_REQUEST, "invalid request\n").into_response();
+    };
+    match s.agents.request(request).await {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             Response::from_parts(parts, axum::body::Body::new(body))
@@ -511,9 +537,51 @@ pub fn router(http_state: HttpState) -> Router {
             .route(
                 &format!("{prefix}/api/v1/scheduler"),
                 axum::routing::post(crate::mesos_scheduler::scheduler),
-            );
+            )
+            .route(&format!("{prefix}/teardown"), axum::routing::post(teardown));
     }
+    let auth = http_state.auth.clone();
     r.with_state(http_state)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::gate,
+        ))
+}
+
+/// Tears a framework down for an operator: the core checks the ACLs.
+async fn tear_down(s: &HttpState, framework_id: &str, principal: Option<String>) -> Response {
+    let Ok(id) = cairn_model::FrameworkId::parse("frameworkId", framework_id) else {
+        return (StatusCode::BAD_REQUEST, "invalid framework id\n").into_response();
+    };
+    match s
+        .handle
+        .call(cairn_master_core::Input::OperatorTeardown {
+            framework_id: id,
+            principal,
+        })
+        .await
+    {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e @ cairn_master_core::CallError::Forbidden(_))) => {
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `POST /teardown` with `frameworkId=ID` (Mesos's form body).
+async fn teardown(
+    State(s): State<HttpState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    body: Bytes,
+) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    let id = text
+        .split('&')
+        .find_map(|kv| kv.trim().strip_prefix("frameworkId="))
+        .unwrap_or("");
+    tear_down(&s, id, principal.and_then(|p| p.0.0)).await
 }
 
 #[cfg(test)]

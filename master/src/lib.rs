@@ -2,7 +2,8 @@
 //! (`cairn-master-core`), and thin doors into it: gRPC (the Scheduler API and
 //! the agent link) and HTTP (operator endpoints), all on one port.
 
-mod convert;
+pub mod auth;
+pub mod convert;
 pub mod driver;
 pub mod grpc;
 pub mod http;
@@ -100,6 +101,21 @@ pub struct MasterArgs {
     /// Ended tasks kept per framework for `/state`.
     #[arg(long, default_value_t = 1000)]
     pub max_completed_tasks_per_framework: usize,
+    /// Credentials, as in Mesos (`{"credentials": [{"principal": ..,
+    /// "secret": ..}]}`): with them every framework, agent and operator
+    /// must authenticate (HTTP Basic; the same value in gRPC
+    /// `authorization` metadata). Without them nobody is authenticated.
+    #[arg(long)]
+    pub credentials: Option<std::path::PathBuf>,
+    /// ACLs, as in Mesos (register_frameworks, run_tasks,
+    /// teardown_frameworks, view_state, read_sandboxes): what is not
+    /// granted is refused. Without them every caller may do everything.
+    #[arg(long)]
+    pub acls: Option<std::path::PathBuf>,
+    /// Most subscriptions per principal (anonymous callers count as one),
+    /// as a burst and per period.
+    #[arg(long, value_parser = parse_rate, default_value = "50/10s")]
+    pub subscribe_rate_limit: (u32, Duration),
 }
 
 /// A duration in humantime or Mesos style (`5secs`, `1mins`).
@@ -160,6 +176,47 @@ impl MasterArgs {
         Wrapper::parse_from(["cairn-master"]).args
     }
 
+    /// The credentials and ACLs the flags name, read and checked.
+    pub fn security(
+        &self,
+    ) -> Result<
+        (
+            Option<cairn_model::auth::Credentials>,
+            Option<cairn_model::auth::Acls>,
+        ),
+        ServeError,
+    > {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|e| ServeError::Security {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        let parse_err = |path: &std::path::Path, e: serde_json::Error| ServeError::Security {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let credentials = match &self.credentials {
+            Some(p) => {
+                let c: cairn_model::auth::Credentials =
+                    serde_json::from_str(&read(p)?).map_err(|e| parse_err(p, e))?;
+                if c.is_empty() {
+                    return Err(ServeError::Security {
+                        path: p.clone(),
+                        reason: "no credentials in it".into(),
+                    });
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let acls = match &self.acls {
+            Some(p) => Some(serde_json::from_str(&read(p)?).map_err(|e| parse_err(p, e))?),
+            None => None,
+        };
+        Ok((credentials, acls))
+    }
+
     pub fn core_config(&self) -> MasterConfig {
         MasterConfig {
             allocation_interval: self.allocation_interval,
@@ -193,6 +250,9 @@ impl MasterArgs {
             "max_unreachable_agents": self.max_unreachable_agents,
             "max_completed_frameworks": self.max_completed_frameworks,
             "max_completed_tasks_per_framework": self.max_completed_tasks_per_framework,
+            "credentials": self.credentials.as_ref().map(|p| p.display().to_string()),
+            "acls": self.acls.as_ref().map(|p| p.display().to_string()),
+            "subscribe_rate_limit": format!("{}/{}", self.subscribe_rate_limit.0, humantime::format_duration(self.subscribe_rate_limit.1)),
         })
     }
 }
@@ -223,6 +283,11 @@ pub enum ServeError {
     Server(#[source] std::io::Error),
     #[error(transparent)]
     ZooKeeper(#[from] zk::ZkError),
+    #[error("{path}: {reason}")]
+    Security {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("cannot read the registry: {0}")]
     Registry(#[from] registry_store::StoreError),
 }
@@ -237,6 +302,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+    let (credentials, acls) = args.security()?;
+    let auth = Arc::new(auth::Auth::new(
+        credentials,
+        acls.clone(),
+        args.subscribe_rate_limit,
+    ));
+    let core_config = MasterConfig {
+        acls,
+        ..args.core_config()
+    };
     let seed = args.seed.unwrap_or_else(rand::random);
     let hostname = args
         .hostname
@@ -249,7 +324,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let Some(url) = args.zk.clone() else {
-        let core = Master::new(args.core_config(), seed, Time::now());
+        let core = Master::new(core_config.clone(), seed, Time::now());
         let info = MasterInfo {
             id: core.id().to_string(),
             hostname,
@@ -261,7 +336,7 @@ pub async fn serve(
         let store: Arc<dyn registry_store::RegistryStore> =
             Arc::new(registry_store::MemoryStore::default());
         let (handle, _driver) = driver::spawn(core, info, store);
-        let app = app(handle, flags, false);
+        let app = app(handle, flags, false, auth);
         return tokio::select! {
             r = axum::serve(listener, app) => r.map_err(ServeError::Server),
             () = shutdown => {
@@ -273,7 +348,7 @@ pub async fn serve(
 
     // The id is the core's, derived from the seed, so the node written now
     // names the master that will lead.
-    let id = Master::new(args.core_config(), seed, Time::now())
+    let id = Master::new(core_config.clone(), seed, Time::now())
         .id()
         .to_string();
     let zk_info = ZkMasterInfo::new(&id, &hostname, addr.ip(), addr.port());
@@ -303,7 +378,7 @@ pub async fn serve(
         let store = zk::ZkStore::new(&election, &registry_path).await?;
         let state = store.load().await?;
         let now = Time::now();
-        let mut core = Master::new(args.core_config(), seed, now);
+        let mut core = Master::new(core_config.clone(), seed, now);
         tracing::info!(
             epoch = election.epoch,
             agents = state.agents.len(),
@@ -320,7 +395,12 @@ pub async fn serve(
             epoch: election.epoch,
         };
         let (handle, driver) = driver::spawn(core, info, Arc::new(store));
-        mode_tx.send_replace(Mode::Leading(app(handle, flags.clone(), true)));
+        mode_tx.send_replace(Mode::Leading(app(
+            handle,
+            flags.clone(),
+            true,
+            auth.clone(),
+        )));
         let _ = driver.await;
         Ok::<(), ServeError>(())
     };
@@ -463,13 +543,20 @@ pub const LEADER_METADATA: &str = "cairn-leader";
 
 /// gRPC and HTTP on one router: gRPC services under their service paths,
 /// everything else HTTP.
-fn app(handle: driver::Handle, flags: Arc<serde_json::Value>, zk: bool) -> Router {
+fn app(
+    handle: driver::Handle,
+    flags: Arc<serde_json::Value>,
+    zk: bool,
+    auth: Arc<auth::Auth>,
+) -> Router {
     let scheduler = pb::scheduler_server::SchedulerServer::new(SchedulerService {
         handle: handle.clone(),
+        auth: auth.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let agents = pb::agent_link_server::AgentLinkServer::new(AgentLinkService {
         handle: handle.clone(),
+        auth: auth.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let weights = flags["weights"]
@@ -487,6 +574,7 @@ fn app(handle: driver::Handle, flags: Arc<serde_json::Value>, zk: bool) -> Route
         started: Time::now(),
         zk,
         agents: http::agent_client(),
+        auth,
     });
     // tonic services take tonic's body type; axum hands them its own.
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);

@@ -77,7 +77,13 @@ fn check_accept(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-pub async fn scheduler(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn scheduler(
+    State(s): State<HttpState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = principal.and_then(|p| p.0.0);
     if let Err((status, message)) = check_content_type(&headers) {
         return error(status, message);
     }
@@ -113,7 +119,10 @@ pub async fn scheduler(State(s): State<HttpState>, headers: HeaderMap, body: Byt
                     "Subscribe calls should not include the 'Mesos-Stream-Id' header",
                 );
             }
-            subscribe(s, req).await
+            if let Err(e) = s.auth.allow_subscription(principal.as_deref()) {
+                return e.response();
+            }
+            subscribe(s, req, principal).await
         }
         SchedulerCall::Ignored(_) => StatusCode::ACCEPTED.into_response(),
         SchedulerCall::Call {
@@ -175,12 +184,17 @@ fn call_error(e: &CallError) -> Response {
         CallError::UnknownFramework(_)
         | CallError::StaleStream { .. }
         | CallError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        CallError::Forbidden(_) => StatusCode::FORBIDDEN,
         CallError::NotSubscribed(_) | CallError::RemovedFramework(_) => StatusCode::FORBIDDEN,
     };
     error(status, e.to_string())
 }
 
-async fn subscribe(s: HttpState, req: cairn_proto::SubscribeRequest) -> Response {
+async fn subscribe(
+    s: HttpState,
+    req: cairn_proto::SubscribeRequest,
+    principal: Option<String>,
+) -> Response {
     let (info, suppressed_roles) = match subscribe_from_pb(&req) {
         Ok(x) => x,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Invalid call: {e}")),
@@ -203,6 +217,7 @@ async fn subscribe(s: HttpState, req: cairn_proto::SubscribeRequest) -> Response
             conn,
             info,
             suppressed_roles,
+            principal,
         })
         .await
         .is_err()

@@ -64,13 +64,17 @@ pub struct TestFramework {
 
 impl TestFramework {
     pub async fn start(master: &str, info: FrameworkInfo) -> TestFramework {
+        TestFramework::start_driver(SchedulerDriver::new(master, info)).await
+    }
+
+    /// Runs `driver` (set up as the test needs: credentials...).
+    pub async fn start_driver(driver: SchedulerDriver) -> TestFramework {
         let (tx, rx) = mpsc::unbounded_channel();
         let (sub_tx, sub_rx) = tokio::sync::oneshot::channel();
         let recorder = Recorder {
             tx,
             subscribed: Some(sub_tx),
         };
-        let driver = SchedulerDriver::new(master, info);
         let task = tokio::spawn(async move {
             let _ = driver.run(recorder).await;
         });

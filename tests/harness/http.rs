@@ -14,10 +14,34 @@ pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
 /// connections in the kernel but never answers.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The `Authorization` the harness's own requests carry (a test of a
+/// cluster that asks for credentials sets it once, before it starts).
+static OPERATOR: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+pub fn set_operator(authorization: Option<String>) {
+    if let Ok(mut o) = OPERATOR.write() {
+        *o = authorization;
+    }
+}
+
+fn operator() -> Option<String> {
+    OPERATOR.read().ok().and_then(|o| o.clone())
+}
+
 /// GET `url`; `None` when unreachable, silent past `TIMEOUT`, or unreadable.
 pub async fn get(url: &str) -> Option<(u16, Bytes)> {
+    get_as(url, operator().as_deref()).await
+}
+
+/// GET `url` with `authorization` (none: without credentials).
+pub async fn get_as(url: &str, authorization: Option<&str>) -> Option<(u16, Bytes)> {
+    let mut req = hyper::Request::get(url.parse::<hyper::Uri>().ok()?);
+    if let Some(a) = authorization {
+        req = req.header(hyper::header::AUTHORIZATION, a);
+    }
+    let req = req.body(Empty::new()).ok()?;
     let request = async {
-        let resp = client().get(url.parse().ok()?).await.ok()?;
+        let resp = client().request(req).await.ok()?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         Some((status, body))
@@ -105,6 +129,12 @@ fn post_request(
     let mut req = hyper::Request::post(url.parse::<hyper::Uri>().ok()?);
     for (k, v) in headers {
         req = req.header(*k, *v);
+    }
+    let explicit = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+    if let Some(a) = operator().filter(|_| !explicit) {
+        req = req.header(hyper::header::AUTHORIZATION, a);
     }
     req.body(http_body_util::Full::new(Bytes::from(body.to_string())))
         .ok()

@@ -37,6 +37,9 @@ pub struct MasterConfig {
     /// At most this many agents marked unreachable per period (none: no
     /// limit), so a bad failover cannot remove the whole cluster at once.
     pub agent_removal_rate: Option<(u32, Duration)>,
+    /// Who may do what (none: no authorization, every caller may do all).
+    /// The doors authenticate callers; the core authorizes their actions.
+    pub acls: Option<cairn_model::auth::Acls>,
 }
 
 impl Default for MasterConfig {
@@ -55,6 +58,7 @@ impl Default for MasterConfig {
             framework_recovery_grace: Duration::from_secs(120),
             agent_reregister_timeout: Duration::from_secs(120),
             agent_removal_rate: None,
+            acls: None,
         }
     }
 }

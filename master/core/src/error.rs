@@ -22,6 +22,9 @@ pub enum CallError {
         framework: FrameworkId,
         reason: String,
     },
+    /// The ACLs do not allow it.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// A broken internal invariant, found by [`crate::Master::check_invariants`].

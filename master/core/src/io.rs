@@ -137,10 +137,19 @@ pub enum Input {
         conn: ConnId,
         info: FrameworkInfo,
         suppressed_roles: Vec<Role>,
+        /// The principal the door authenticated (none: authentication is
+        /// off, or the caller gave no credentials).
+        principal: Option<String>,
     },
     /// The framework's event stream ended.
     FrameworkDisconnected {
         conn: ConnId,
+    },
+    /// An operator tears a framework down (Mesos's `/teardown` and the
+    /// operator API's TEARDOWN), as the authenticated `principal`.
+    OperatorTeardown {
+        framework_id: FrameworkId,
+        principal: Option<String>,
     },
     Call {
         framework_id: FrameworkId,

@@ -35,6 +35,8 @@ pub struct Counters {
     /// acknowledged by the master for the framework (see `status.rs`).
     pub status_updates_superseded: u64,
     pub invalid_transitions: u64,
+    /// Subscriptions refused by authorization.
+    pub subscriptions_refused: u64,
     pub acknowledgements: u64,
     pub kills: u64,
     pub calls: u64,

@@ -206,6 +206,7 @@ fn a_subscription_whose_stream_ended_before_the_write_leaves_the_framework_disco
         conn,
         info,
         suppressed_roles: vec![],
+        principal: None,
     })
     .unwrap();
     sim.input(Input::FrameworkDisconnected { conn }).unwrap();

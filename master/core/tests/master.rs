@@ -612,6 +612,7 @@ fn teardown_kills_the_tasks_frees_everything_and_retires_the_id() {
         conn,
         info,
         suppressed_roles: vec![],
+        principal: None,
     })
     .unwrap();
     let events = sim.take_events(conn);

@@ -414,6 +414,7 @@ impl World {
                     conn,
                     info,
                     suppressed_roles: vec![],
+                    principal: None,
                 });
                 self.drop_offers_of(k);
                 let events = self.sim.take_events(conn);
@@ -537,6 +538,7 @@ impl World {
                 conn,
                 info,
                 suppressed_roles: vec![],
+                principal: None,
             });
             let events = self.sim.take_events(conn);
             for e in events {

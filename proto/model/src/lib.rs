@@ -4,6 +4,7 @@
 //! here, and validate everything that comes from the network.
 
 mod agent;
+pub mod auth;
 pub mod convert;
 mod error;
 mod framework;

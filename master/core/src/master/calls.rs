@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cairn_model::{
     AgentId, FrameworkId, KillPolicy, OfferId, Reason, Resources, Role, StatusUuid, TaskId,
-    TaskState, TaskStatus, Time,
+    TaskInfo, TaskState, TaskStatus, Time,
 };
 
 use super::{FrameworkConn, Master};
@@ -223,6 +223,19 @@ impl Master {
                 self.task_error(now, fw, task.task_id, problem);
                 continue;
             }
+            if let Some(why) = self.unauthorized_user(fw, &task) {
+                self.counters.task_errors += 1;
+                let status = TaskStatus::from_master(
+                    task.task_id.clone(),
+                    TaskState::Error,
+                    Reason::TaskUnauthorized,
+                    why,
+                    None,
+                    now,
+                );
+                self.send_update(fw, status);
+                continue;
+            }
             let Some(left) = remaining.checked_sub(&task.resources) else {
                 continue;
             };
@@ -259,6 +272,26 @@ impl Master {
             self.allocator
                 .recover(&agent_id, fw, &role, &remaining, Some((now, refuse)));
         }
+    }
+
+    /// Why the framework may not run `task` as its user, if it may not.
+    /// Tasks (and executors) with no user of their own run as the
+    /// framework's; with none there either, as the agent's default user,
+    /// which the agent never lets be root unless told to.
+    fn unauthorized_user(&self, fw: &FrameworkId, task: &TaskInfo) -> Option<String> {
+        let acls = self.config.acls.as_ref()?;
+        let framework = self.frameworks.get(fw)?;
+        let user = task
+            .runnable()
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| framework.info.user.clone());
+        if user.is_empty() {
+            return None;
+        }
+        let principal = Some(framework.info.principal.as_str()).filter(|p| !p.is_empty());
+        acls.run_as(principal, &user).err().map(|d| d.to_string())
     }
 
     fn task_error(&mut self, now: Time, fw: &FrameworkId, task_id: TaskId, message: String) {

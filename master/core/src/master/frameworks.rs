@@ -17,7 +17,20 @@ impl Master {
         conn: ConnId,
         mut info: FrameworkInfo,
         suppressed_roles: Vec<Role>,
+        principal: Option<String>,
     ) {
+        if let Err(why) = self.authorize_subscription(&mut info, principal.as_deref()) {
+            self.counters.subscriptions_refused += 1;
+            let id = info.id.clone().unwrap_or_else(|| FrameworkId::new(""));
+            self.outputs.push_back(Output::ToFramework {
+                conn,
+                framework_id: id,
+                event: Event::Error(why.clone()),
+            });
+            self.outputs
+                .push_back(Output::CloseFramework { conn, reason: why });
+            return;
+        }
         let id = match info.id.clone() {
             Some(id) if self.is_removed_framework(&id) => {
                 self.outputs.push_back(Output::ToFramework {
@@ -52,6 +65,49 @@ impl Master {
                 suppressed_roles,
             },
         );
+    }
+
+    /// Whether the caller, authenticated as `principal`, may subscribe with
+    /// `info`: the declared principal must be its own (an empty one becomes
+    /// it), a known framework keeps its principal, and the ACLs must let it
+    /// register with each of its roles.
+    fn authorize_subscription(
+        &self,
+        info: &mut FrameworkInfo,
+        principal: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(p) = principal {
+            if info.principal.is_empty() {
+                info.principal = p.to_string();
+            } else if info.principal != p {
+                return Err(format!(
+                    "FrameworkInfo.principal {:?} is not the authenticated principal {p:?}",
+                    info.principal
+                ));
+            }
+        }
+        if let Some(id) = &info.id
+            && let Some(f) = self.frameworks.get(id)
+            && f.info.principal != info.principal
+        {
+            return Err(format!(
+                "framework {id} belongs to principal {:?}, not {:?}",
+                f.info.principal, info.principal
+            ));
+        }
+        if let Some(acls) = &self.config.acls {
+            let default_roles = [Role::default_role()];
+            let roles = if info.roles.is_empty() {
+                &default_roles[..]
+            } else {
+                &info.roles[..]
+            };
+            for role in roles {
+                acls.register(principal, role.as_str())
+                    .map_err(|d| d.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// The second half of a subscription, once the registry has it.

@@ -298,8 +298,9 @@ impl Master {
                 conn,
                 info,
                 suppressed_roles,
+                principal,
             } => {
-                self.subscribe(now, conn, info, suppressed_roles);
+                self.subscribe(now, conn, info, suppressed_roles, principal);
                 Ok(())
             }
             Input::FrameworkDisconnected { conn } => {
@@ -314,6 +315,24 @@ impl Master {
                 stream_id,
                 call,
             } => self.call(now, framework_id, &stream_id, call),
+            Input::OperatorTeardown {
+                framework_id,
+                principal,
+            } => {
+                let Some(f) = self.frameworks.get(&framework_id) else {
+                    return Err(if self.is_removed_framework(&framework_id) {
+                        CallError::RemovedFramework(framework_id)
+                    } else {
+                        CallError::UnknownFramework(framework_id)
+                    });
+                };
+                if let Some(acls) = &self.config.acls {
+                    acls.teardown(principal.as_deref(), &f.info.principal)
+                        .map_err(|d| CallError::Forbidden(d.to_string()))?;
+                }
+                self.remove_framework(now, &framework_id, "torn down by an operator");
+                Ok(())
+            }
         }
     }
 

@@ -195,6 +195,7 @@ impl Sim {
             conn,
             info,
             suppressed_roles: vec![],
+            principal: None,
         })
         .unwrap();
         let (id, stream_id) = self
