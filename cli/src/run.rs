@@ -158,10 +158,7 @@ pub async fn run(master: &str, args: RunArgs) -> anyhow::Result<i32> {
         task_name: name,
     };
     let master_addr = master.to_string();
-    let mut driver = SchedulerDriver::new(master_addr, info);
-    if let Some((principal, secret)) = crate::http::credential() {
-        driver = driver.credential(&principal, &secret);
-    }
+    let driver = SchedulerDriver::new(master_addr, info).credential_from_env();
     let driver_task = tokio::spawn(async move { driver.run(sched).await });
 
     let http = HttpClient::new();

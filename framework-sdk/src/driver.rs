@@ -58,6 +58,18 @@ pub struct SchedulerDriver {
 }
 
 impl SchedulerDriver {
+    /// Authenticates with `CAIRN_PRINCIPAL` and `CAIRN_SECRET` when both
+    /// are set (the convention of Cairn's CLI and frameworks).
+    pub fn credential_from_env(self) -> Self {
+        match (
+            std::env::var("CAIRN_PRINCIPAL"),
+            std::env::var("CAIRN_SECRET"),
+        ) {
+            (Ok(p), Ok(s)) => self.credential(&p, &s),
+            _ => self,
+        }
+    }
+
     /// Authenticates as `principal` with `secret` (masters started with
     /// `--credentials` refuse frameworks without). The framework's declared
     /// principal becomes `principal` unless it names one.

@@ -104,7 +104,7 @@ pub async fn run(job: Job, options: RunOptions) -> Result<Report, BatchError> {
         .map_err(BatchError::Setup)?;
     let mut info = FrameworkInfo::new(format!("cairn-batch {name}"), "");
     info.failover_timeout = options.failover_timeout;
-    let mut driver = SchedulerDriver::new(options.master.clone(), info);
+    let mut driver = SchedulerDriver::new(options.master.clone(), info).credential_from_env();
     if let Some(dir) = &options.state_dir {
         driver = driver.framework_id_file(dir.join("framework-id"));
     }

@@ -69,7 +69,7 @@ pub async fn serve(
     println!("cairn-ci: build queue at http://{addr}/builds");
     let mut info = FrameworkInfo::new("cairn-ci", "");
     info.failover_timeout = options.failover_timeout;
-    let mut driver = SchedulerDriver::new(options.master.clone(), info);
+    let mut driver = SchedulerDriver::new(options.master.clone(), info).credential_from_env();
     if let Some(dir) = &options.state_dir {
         driver = driver.framework_id_file(dir.join("framework-id"));
     }

@@ -122,7 +122,7 @@ pub async fn run(master: &str, workload: Workload, quiet: bool) -> Result<Outcom
     };
     let mut outcome = Outcome::default();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let driver = SchedulerDriver::new(master, info);
+    let driver = SchedulerDriver::new(master, info).credential_from_env();
     let wrapped = Reporting {
         inner: demo,
         report: Some(tx),

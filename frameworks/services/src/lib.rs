@@ -120,7 +120,7 @@ pub async fn serve(
     let mut info = FrameworkInfo::new("cairn-services", "");
     info.failover_timeout = options.failover_timeout;
     info.capabilities.insert(Capability::PartitionAware);
-    let mut driver = SchedulerDriver::new(options.master.clone(), info);
+    let mut driver = SchedulerDriver::new(options.master.clone(), info).credential_from_env();
     if let Some(dir) = &options.state_dir {
         driver = driver.framework_id_file(dir.join("framework-id"));
     }

@@ -1013,3 +1013,80 @@ fn shutdown_and_messages_reach_the_agent_and_executor_messages_the_framework() {
     let events = sim.take_events(fw.conn);
     assert!(events.iter().any(|e| matches!(e, Event::Message { agent_id, data, .. } if *agent_id == a.id && data == b"pong")), "{events:?}");
 }
+
+/// The core authorizes what the doors authenticated: principals, roles,
+/// task users and operator teardowns.
+#[test]
+fn authorization_is_decided_by_the_core() {
+    let acls: cairn_model::auth::Acls = serde_json::from_str(
+        r#"{"register_frameworks": [{"principals": {"values": ["spark"]}, "roles": {"type": "ANY"}}],
+            "run_tasks": [{"principals": {"values": ["spark"]}, "users": {"type": "ANY"}}],
+            "teardown_frameworks": [{"principals": {"values": ["ops"]}, "framework_principals": {"type": "ANY"}}]}"#,
+    )
+    .unwrap();
+    let mut sim = Sim::new(MasterConfig {
+        acls: Some(acls),
+        ..MasterConfig::default()
+    });
+    let refused = |sim: &mut Sim, info: FrameworkInfo, principal: &str| -> Option<String> {
+        let conn = sim.conn();
+        sim.input(Input::Subscribe {
+            conn,
+            info,
+            suppressed_roles: vec![],
+            principal: Some(principal.into()),
+        })
+        .unwrap();
+        sim.persist_all();
+        sim.take_events(conn).into_iter().find_map(|e| match e {
+            Event::Error(why) => Some(why),
+            _ => None,
+        })
+    };
+    // Declared and authenticated principals differ; a principal without a
+    // grant to register.
+    let mut info = FrameworkInfo::new("f", "");
+    info.principal = "ops".into();
+    assert!(
+        refused(&mut sim, info, "spark")
+            .unwrap()
+            .contains("not the authenticated principal")
+    );
+    assert!(
+        refused(&mut sim, FrameworkInfo::new("f", ""), "rogue")
+            .unwrap()
+            .contains("register a framework")
+    );
+
+    // A framework whose principal is spark runs as nobody, not as root.
+    let mut info = FrameworkInfo::new("g", "");
+    info.principal = "spark".into();
+    let fw = sim.framework_with(info);
+    let ag = sim.agent("cpus:4;mem:4096");
+    sim.advance(secs(1));
+    let offer = sim.offers(&fw).remove(0);
+    let mut root = task("t-root", &ag.id, "cpus:1;mem:64");
+    root.command.user = Some("root".into());
+    let mut nobody = task("t-nobody", &ag.id, "cpus:1;mem:64");
+    nobody.command.user = Some("nobody".into());
+    sim.launch(&fw, &offer, vec![root, nobody]);
+    let updates = sim.updates(&fw);
+    let root_update = updates
+        .iter()
+        .find(|s| s.task_id.as_str() == "t-root")
+        .unwrap();
+    assert_eq!(root_update.state, TaskState::Error);
+    assert_eq!(root_update.reason, Some(Reason::TaskUnauthorized));
+    assert!(!updates.iter().any(|s| s.task_id.as_str() == "t-nobody"));
+
+    // Teardown by an operator: only ops.
+    let by = |p: &str| Input::OperatorTeardown {
+        framework_id: fw.id.clone(),
+        principal: Some(p.into()),
+    };
+    assert!(matches!(
+        sim.input(by("viewer")),
+        Err(CallError::Forbidden(_))
+    ));
+    assert_eq!(sim.input(by("ops")), Ok(()));
+}

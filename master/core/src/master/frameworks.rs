@@ -102,8 +102,11 @@ impl Master {
             } else {
                 &info.roles[..]
             };
+            // Without authentication (no credentials), the declared
+            // principal is the one authorized, as in Mesos.
+            let who = Some(info.principal.as_str()).filter(|p| !p.is_empty());
             for role in roles {
-                acls.register(principal, role.as_str())
+                acls.register(who, role.as_str())
                     .map_err(|d| d.to_string())?;
             }
         }
