@@ -90,29 +90,7 @@ impl HttpClient {
                 _ => break resp,
             }
         };
-        let url = url.as_str();
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| HttpError::Unreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(HttpError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body)
-                    .trim()
-                    .chars()
-                    .take(500)
-                    .collect(),
-            });
-        }
-        Ok(body)
+        body_of(&url, resp).await
     }
 
     /// Sends `method` with `body` to `url` (no redirects followed); the
@@ -134,28 +112,7 @@ impl HttpClient {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| HttpError::Unreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?
-            .to_bytes();
-        if !status.is_success() {
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let text = v["error"].as_str().map_or_else(
-                || String::from_utf8_lossy(&bytes).trim().to_string(),
-                str::to_string,
-            );
-            return Err(HttpError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-                body: text,
-            });
-        }
+        let bytes = body_of(url, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| HttpError::Json {
             url: url.to_string(),
             reason: e.to_string(),
@@ -169,6 +126,41 @@ impl HttpClient {
             reason: e.to_string(),
         })
     }
+}
+
+/// The whole body of a 2xx answer; otherwise the status with the answer's
+/// text (its `error` field when it is JSON that has one).
+async fn body_of(
+    url: &str,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<Bytes, HttpError> {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| HttpError::Unreachable {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?
+        .to_bytes();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let text = match json["error"].as_str() {
+        Some(e) => e.to_string(),
+        None => String::from_utf8_lossy(&body)
+            .trim()
+            .chars()
+            .take(500)
+            .collect(),
+    };
+    Err(HttpError::Status {
+        url: url.to_string(),
+        status: status.as_u16(),
+        body: text,
+    })
 }
 
 /// Percent-encodes a query parameter value.

@@ -64,8 +64,6 @@ impl AuthError {
     }
 }
 
-pub use cairn_model::auth::{basic_value, parse_basic};
-
 impl Auth {
     pub fn new(
         credentials: Option<Credentials>,
@@ -190,6 +188,7 @@ pub async fn gate(State(auth): State<Arc<Auth>>, mut req: Request<Body>, next: N
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use cairn_model::auth::basic_value;
 
     #[test]
     fn basic_credentials_round_trip_and_bad_ones_are_refused() {
