@@ -77,8 +77,9 @@ async fn submit(State(shared): State<SharedState>, body: Bytes) -> Response {
     };
     // Work arrived: offers again.
     if let Some(d) = driver {
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = d.want_offers(true).await;
+            crate::scheduler::want_offers_now(&shared, &d).await;
         });
     }
     (StatusCode::CREATED, Json(build)).into_response()

@@ -37,6 +37,20 @@ pub fn save(shared: &Shared) {
     }
 }
 
+/// Asks for offers, or stops them, as the queue needs now. Callbacks and
+/// the API call this concurrently; one at a time, each reading the queue
+/// afresh, the last call always reflects the last change (a decision taken
+/// before an await could otherwise suppress offers after a build arrived).
+pub async fn want_offers_now(shared: &SharedState, driver: &Driver) {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let wanted = match shared.lock() {
+        Ok(s) => wants_offers(&s),
+        Err(poisoned) => wants_offers(&poisoned.into_inner()),
+    };
+    let _ = driver.want_offers(wanted).await;
+}
+
 /// Whether offers are wanted: a build is queued.
 pub fn wants_offers(shared: &Shared) -> bool {
     shared.store.queued().next().is_some()
@@ -90,7 +104,7 @@ fn arm_timeout(
 
 impl Scheduler for CiScheduler {
     async fn subscribed(&mut self, driver: &Driver, id: &FrameworkId) {
-        let (running, wanted) = {
+        let running = {
             let mut s = self.lock();
             s.driver = Some(driver.clone());
             s.framework_id = Some(id.clone());
@@ -106,7 +120,7 @@ impl Scheduler for CiScheduler {
                     ))
                 })
                 .collect();
-            (running, wants_offers(&s))
+            running
         };
         // Builds a previous run of this framework launched: the master says
         // where they are, or LOST (and they are queued again); their
@@ -133,13 +147,13 @@ impl Scheduler for CiScheduler {
         for (id, task_id, left) in timers {
             arm_timeout(self.shared.clone(), driver.clone(), id, task_id, left);
         }
-        let _ = driver.want_offers(wanted).await;
+        want_offers_now(&self.shared, driver).await;
     }
 
     async fn offers(&mut self, driver: &Driver, offers: Vec<Offer>) {
         let mut spaces: Vec<OfferSpace> = offers.into_iter().map(OfferSpace::new).collect();
         let mut launches: Vec<(usize, u64, cairn_sdk::TaskInfo, Duration)> = Vec::new();
-        let wanted = {
+        {
             let mut s = self.lock();
             let queued: Vec<(u64, Resources)> = s
                 .store
@@ -187,8 +201,7 @@ impl Scheduler for CiScheduler {
             }
             // Launched builds are on disk before the launch.
             save(&s);
-            wants_offers(&s)
-        };
+        }
         for (at, space) in spaces.iter().enumerate() {
             let tasks: Vec<_> = launches
                 .iter()
@@ -212,11 +225,11 @@ impl Scheduler for CiScheduler {
                 timeout,
             );
         }
-        let _ = driver.want_offers(wanted).await;
+        want_offers_now(&self.shared, driver).await;
     }
 
     async fn update(&mut self, driver: &Driver, status: &TaskStatus) {
-        let wanted = {
+        {
             let mut s = self.lock();
             let Some(b) = s.store.by_task(status.task_id.as_str()) else {
                 return;
@@ -254,8 +267,7 @@ impl Scheduler for CiScheduler {
                 _ => {}
             }
             save(&s);
-            wants_offers(&s)
-        };
-        let _ = driver.want_offers(wanted).await;
+        }
+        want_offers_now(&self.shared, driver).await;
     }
 }
