@@ -38,7 +38,23 @@ impl Local {
             ],
             &dir.path().join("local.log"),
         );
-        let url = format!("http://{addr}/state");
+        // `cairn local` makes a cluster CA and speaks only TLS.
+        let ca = dir.path().join("work/cluster/ca.crt");
+        let ca_pem = wait_for(
+            Duration::from_secs(30),
+            "cairn local to make its cluster CA",
+            || {
+                let ca = ca.clone();
+                async move {
+                    std::fs::read_to_string(ca)
+                        .ok()
+                        .filter(|p| p.contains("END CERTIFICATE"))
+                }
+            },
+        )
+        .await;
+        cairn_tests::http::trust_ca(&ca_pem);
+        let url = format!("https://{addr}/state");
         wait_for(
             Duration::from_secs(30),
             "cairn local to have 2 agents",
@@ -58,6 +74,7 @@ impl Local {
         Command::new(bin("cairn"))
             .args(args)
             .env("CAIRN_MASTER", &self.addr)
+            .env("CAIRN_CA", self.dir.path().join("work/cluster/ca.crt"))
             .output()
             .expect("cairn runs")
     }
@@ -141,6 +158,7 @@ async fn stopping_cairn_local_stops_every_task_it_started() {
     let mut runner = Command::new(bin("cairn"))
         .args(["run", "--", "sleep", "677"])
         .env("CAIRN_MASTER", &local.addr)
+        .env("CAIRN_CA", local.dir.path().join("work/cluster/ca.crt"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -155,6 +173,10 @@ async fn stopping_cairn_local_stops_every_task_it_started() {
     .await;
     local.proc.stop(Duration::from_secs(30));
     assert!(!local.proc.is_running());
+    // The client (its CAIRN_CA names a file under the marked directory) is
+    // not among what `cairn local` started.
+    let _ = runner.kill();
+    let _ = runner.wait();
     assert!(
         processes_marked(&marker).is_empty(),
         "processes left: {:?}",
@@ -166,6 +188,4 @@ async fn stopping_cairn_local_stops_every_task_it_started() {
         "cgroups left under {root}: {:?}",
         cairn_tests::process::cgroups_under(&root)
     );
-    let _ = runner.kill();
-    let _ = runner.wait();
 }

@@ -129,6 +129,66 @@ pub struct AgentArgs {
     /// ACLs (Mesos JSON): `view_state` and `read_sandboxes` apply here.
     #[arg(long)]
     pub acls: Option<PathBuf>,
+    /// Join the cluster with this agent join token (`cairn-master init`
+    /// prints it) unless already joined: the agent then speaks TLS to the
+    /// master, presenting the certificate it received.
+    #[arg(long, env = "CAIRN_JOIN_TOKEN", hide_env_values = true)]
+    pub join: Option<String>,
+    /// Where the agent keeps its certificate, key and the cluster CA
+    /// (default: `identity` in the work directory). An agent that has one
+    /// speaks TLS to the master with it.
+    #[arg(long)]
+    pub identity_dir: Option<PathBuf>,
+}
+
+/// The agent's cluster identity: the one kept in `dir`, or a new one from
+/// joining with `token` through the leading master.
+async fn identity(
+    dir: &std::path::Path,
+    token: Option<&str>,
+    master: &MasterAddr,
+    hostname: &str,
+) -> Result<Option<cairn_tls::NodeIdentity>, AgentError> {
+    if let Some(id) = cairn_tls::NodeIdentity::load(dir)? {
+        return Ok(Some(id));
+    }
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let mut leaders = cairn_model::zk::follow(master.clone());
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let leader = leaders.borrow_and_update().clone();
+        if let Some(leader) = leader {
+            match cairn_tls::join(&leader.endpoint, token, hostname).await {
+                Ok(joined) => {
+                    joined.identity.save(dir)?;
+                    tracing::info!(agent_id = %joined.reply.agent_id, master = %leader.endpoint, "joined the cluster");
+                    return Ok(Some(joined.identity));
+                }
+                // A refused token stays refused: stop with the reason.
+                Err(
+                    e @ (cairn_tls::TlsError::MalformedToken(_)
+                    | cairn_tls::TlsError::TokenRefused(_)),
+                ) => {
+                    return Err(e.into());
+                }
+                Err(cairn_tls::TlsError::JoinRefused { reason, .. })
+                    if reason.contains("token") =>
+                {
+                    return Err(AgentError::Join(reason));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join yet; retrying in {backoff:?}");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = leaders.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, AgentError> {
@@ -165,6 +225,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] cairn_tls::TlsError),
+    #[error("the master refused to let this agent join: {0}")]
+    Join(String),
     #[error("invalid --resources: {0}")]
     Resources(#[source] cairn_model::ModelError),
     #[error("invalid --attributes: {0}")]
@@ -318,6 +382,7 @@ pub async fn serve(
     );
     tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
 
+    let http_state_work_dir = work_dir.clone();
     let http_state = http::HttpState {
         handle: handle.clone(),
         launcher: launcher.clone(),
@@ -358,9 +423,21 @@ pub async fn serve(
         ),
         executors.map_request(to_tonic),
     );
+    let identity_dir = args
+        .identity_dir
+        .clone()
+        .unwrap_or_else(|| http_state_work_dir.join("identity"));
+    let tls = match identity(&identity_dir, args.join.as_deref(), &args.master, &hostname).await? {
+        Some(id) => {
+            tracing::info!(role = ?id.role, dir = %identity_dir.display(), "speaking TLS to the master");
+            Some(cairn_tls::client_config(&id.ca_pem, Some(&id))?)
+        }
+        None => None,
+    };
     let link = tokio::spawn(master_link::run(
         handle.clone(),
         args.master.clone(),
+        tls,
         info,
         master_link::UsageReports {
             launcher: launcher.clone(),

@@ -37,6 +37,7 @@ pub struct UsageReports {
 pub async fn run(
     handle: Handle,
     master: MasterAddr,
+    tls: Option<cairn_tls::ClientConfig>,
     info: AgentInfo,
     usage: UsageReports,
     authorization: Option<String>,
@@ -59,7 +60,7 @@ pub async fn run(
         let endpoint = leader.endpoint.clone();
         let mut leader_changed = false;
         tokio::select! {
-            r = session(&handle, &endpoint, &info, &usage, authorization.as_deref(), &mut newest_epoch) => match r {
+            r = session(&handle, &endpoint, tls.as_ref(), &info, &usage, authorization.as_deref(), &mut newest_epoch) => match r {
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
                     tracing::warn!(master = %endpoint, "master session ended; reconnecting");
@@ -109,6 +110,8 @@ enum SessionError {
     Refused(#[from] tonic::Status),
     #[error("the agent is stopping")]
     Stopped,
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl From<crate::driver::Stopped> for SessionError {
@@ -120,16 +123,24 @@ impl From<crate::driver::Stopped> for SessionError {
 async fn session(
     handle: &Handle,
     master: &str,
+    tls: Option<&cairn_tls::ClientConfig>,
     info: &AgentInfo,
     usage: &UsageReports,
     authorization: Option<&str>,
     newest_epoch: &mut u64,
 ) -> Result<(), SessionError> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{master}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+    let channel = match tls {
+        Some(config) => cairn_tls::grpc_connect(master, config.clone(), Duration::from_secs(5))
+            .await
+            .map_err(|e| SessionError::Tls(e.to_string()))?,
+        None => {
+            tonic::transport::Endpoint::from_shared(format!("http://{master}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .connect()
+                .await?
+        }
+    };
     let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
     let report = handle.report().await?;
     let register = pb::RegisterAgent {

@@ -264,10 +264,12 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
 /// The spawn of a container's executor: `program` and `args` with the
 /// agent's environment plus `env`, in `sandbox`, with output to `log`.
 pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::Result<SpawnSpec> {
-    // The CLI's credentials never reach tasks.
+    // The CLI's credentials and the agent's join token never reach tasks.
     let mut vars: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
         std::env::vars_os()
-            .filter(|(k, _)| k != "CAIRN_SECRET" && k != "CAIRN_PRINCIPAL")
+            .filter(|(k, _)| {
+                k != "CAIRN_SECRET" && k != "CAIRN_PRINCIPAL" && k != "CAIRN_JOIN_TOKEN"
+            })
             .collect();
     for (k, v) in &spec.env {
         vars.insert(k.into(), v.into());

@@ -23,9 +23,8 @@ pub enum Kind {
 
 pub async fn run(master: &str, kind: Kind, id: &str) -> anyhow::Result<()> {
     let leader = crate::leader(master).await?;
-    let state = HttpClient::new()
-        .get_json(&format!("http://{leader}/state"))
-        .await?;
+    let http = HttpClient::new();
+    let state = http.get_json(&http.master_url(&leader, "/state")).await?;
     print!("{}", describe(&state, kind, id)?);
     Ok(())
 }

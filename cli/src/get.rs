@@ -208,7 +208,7 @@ pub async fn run(master: &str, services: &str, args: GetArgs) -> anyhow::Result<
             }
             _ => {
                 let leader = crate::leader(master).await?;
-                http.get_json(&format!("http://{leader}/state")).await
+                http.get_json(&http.master_url(&leader, "/state")).await
             }
         };
         let text = match state {

@@ -26,6 +26,9 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// With `CAIRN_CA` (the cluster CA's certificate): HTTPS to masters,
+    /// trusting only masters that CA certified; or why it cannot be read.
+    tls: Option<Result<cairn_tls::ClientConfig, String>>,
     /// HTTP Basic of `CAIRN_PRINCIPAL` and `CAIRN_SECRET`, when both are set.
     authorization: Option<String>,
 }
@@ -46,9 +49,78 @@ pub fn credential() -> Option<(String, String)> {
 
 impl HttpClient {
     pub fn new() -> Self {
+        let tls = std::env::var_os("CAIRN_CA").map(|path| {
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("CAIRN_CA {}: {e}", std::path::Path::new(&path).display()))
+                .and_then(|pem| {
+                    cairn_tls::client_config(&pem, None).map_err(|e| format!("CAIRN_CA: {e}"))
+                })
+        });
         HttpClient {
             client: Client::builder(TokioExecutor::new()).build_http(),
+            tls,
             authorization: credential().map(|(p, s)| cairn_model::auth::basic_value(&p, &s)),
+        }
+    }
+
+    /// The URL of `path` on the master at `leader`: HTTPS when the cluster
+    /// CA is given.
+    pub fn master_url(&self, leader: &str, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{leader}{path}")
+    }
+
+    fn tls_config(&self, url: &str) -> Result<cairn_tls::ClientConfig, HttpError> {
+        match &self.tls {
+            Some(Ok(c)) => Ok(c.clone()),
+            Some(Err(e)) => Err(HttpError::Unreachable {
+                url: url.to_string(),
+                reason: e.clone(),
+            }),
+            None => Err(HttpError::Unreachable {
+                url: url.to_string(),
+                reason: "set CAIRN_CA to the cluster CA's certificate to speak HTTPS".into(),
+            }),
+        }
+    }
+
+    /// Sends `req` over HTTP or, for an `https` URL, over TLS.
+    async fn dispatch<B>(
+        &self,
+        url: &str,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, HttpError>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let unreachable = |e: hyper_util::client::legacy::Error| {
+            use std::error::Error;
+            let mut reason = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            HttpError::Unreachable {
+                url: url.to_string(),
+                reason,
+            }
+        };
+        if url.starts_with("https://") {
+            let connector = cairn_tls::https_connector(self.tls_config(url)?, false);
+            Client::builder(TokioExecutor::new())
+                .build(connector)
+                .request(req)
+                .await
+                .map_err(unreachable)
+        } else {
+            Client::builder(TokioExecutor::new())
+                .build_http()
+                .request(req)
+                .await
+                .map_err(unreachable)
         }
     }
 
@@ -68,12 +140,19 @@ impl HttpClient {
         let mut redirects = 0;
         let resp = loop {
             let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.clone()))?;
-            let resp = self.client.request(self.request(uri)?).await.map_err(|e| {
-                HttpError::Unreachable {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let resp = if url.starts_with("https://") {
+                self.dispatch(&url, self.request(uri)?).await?
+            } else {
+                self.client.request(self.request(uri)?).await.map_err(|e| {
+                    HttpError::Unreachable {
+                        url: url.clone(),
+                        // A master with a cluster CA speaks only TLS.
+                        reason: format!(
+                            "{e} (if the master speaks TLS, set CAIRN_CA to its cluster CA's certificate)"
+                        ),
+                    }
+                })?
+            };
             let location = resp
                 .headers()
                 .get(hyper::header::LOCATION)
@@ -82,8 +161,13 @@ impl HttpClient {
             match location {
                 Some(l) if resp.status().is_redirection() && redirects < 5 => {
                     redirects += 1;
+                    let scheme = if url.starts_with("https://") {
+                        "https"
+                    } else {
+                        "http"
+                    };
                     url = match l.strip_prefix("//") {
-                        Some(rest) => format!("http://{rest}"),
+                        Some(rest) => format!("{scheme}://{rest}"),
                         None => l,
                     };
                 }
@@ -103,15 +187,7 @@ impl HttpClient {
         let req = req
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|_| HttpError::Url(url.to_string()))?;
-        let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| HttpError::Unreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let resp = self.dispatch(url, req).await?;
         let bytes = body_of(url, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| HttpError::Json {
             url: url.to_string(),

@@ -32,6 +32,12 @@ pub struct LocalArgs {
     /// Tasks in the demo workload.
     #[arg(long, default_value_t = 20)]
     pub demo_tasks: usize,
+    /// No cluster CA: plain HTTP and gRPC, agents admitted without a
+    /// certificate. By default the local cluster is made as a real one is:
+    /// a cluster CA and join tokens (in `cluster` under the work
+    /// directory), TLS everywhere, agents joined with the agent token.
+    #[arg(long)]
+    pub insecure: bool,
     #[command(flatten)]
     pub master: MasterArgs,
 }
@@ -77,12 +83,6 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let master = tokio::spawn(cairn_master::serve(
-        args.master.clone(),
-        listener,
-        stopped(stop_rx.clone()),
-    ));
-
     let temp = match &args.work_dir {
         Some(_) => None,
         None => Some(tempfile::Builder::new().prefix("cairn-local-").tempdir()?),
@@ -92,6 +92,35 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
         .unwrap_or_else(|| PathBuf::from("/tmp/cairn-local"));
+
+    // The cluster's identity, made here unless asked not to (or given).
+    let mut master_args = args.master.clone();
+    let identity = if args.insecure {
+        None
+    } else {
+        let dir = cairn_tls::ClusterDir::new(
+            master_args
+                .cluster_dir
+                .clone()
+                .unwrap_or_else(|| base.join("cluster")),
+        );
+        if !dir.exists() {
+            cairn_master::join::Cluster::init(
+                dir.clone(),
+                "local",
+                cairn_master::join::DEFAULT_TOKEN_TTL,
+            )?;
+        }
+        let tokens = cairn_tls::Tokens::load(&dir.tokens_path())?;
+        let ca_pem = std::fs::read_to_string(dir.path.join("ca.crt"))?;
+        master_args.cluster_dir = Some(dir.path.clone());
+        Some((dir, tokens.agent.token, ca_pem))
+    };
+    let master = tokio::spawn(cairn_master::serve(
+        master_args,
+        listener,
+        stopped(stop_rx.clone()),
+    ));
     let shares = match &args.agent_resources {
         Some(r) => vec![Resources::parse(r)?; args.agents],
         None => share_host(&cairn_agent::resources::detect(&base), args.agents),
@@ -106,6 +135,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             base.join(format!("agent-{i}")),
             Some(share.to_string()),
         );
+        agent_args.join = identity.as_ref().map(|(_, token, _)| token.clone());
         agent_args.cgroups_root = args
             .cgroups_root
             .as_ref()
@@ -121,7 +151,22 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "Cairn local cluster: master at {master_addr}, {} agents",
         args.agents
     );
-    println!("  state:  curl http://{master_addr}/state");
+    match &identity {
+        Some((dir, _, _)) => {
+            let ca = dir.path.join("ca.crt");
+            println!("  TLS with the cluster CA {}; for the CLI:", ca.display());
+            println!("          export CAIRN_CA={}", ca.display());
+            println!(
+                "  state:  curl --cacert {} https://{master_addr}/state",
+                ca.display()
+            );
+            println!(
+                "  join:   cairn-agent --master {master_addr} --join \"$(jq -r .agent.token {})\"",
+                dir.tokens_path().display()
+            );
+        }
+        None => println!("  state:  curl http://{master_addr}/state"),
+    }
     println!("  run:    cairn run --master {master_addr} -- echo hello");
     println!("Ctrl-C stops the cluster and every task it started.");
 
@@ -138,7 +183,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         println!("Demo: running {} tasks...", workload.count);
         let master = master_addr.to_string();
         tokio::select! {
-            r = cairn_demo::run(&master, workload.clone(), false) => match r {
+            r = cairn_demo::run_with(&master, identity.as_ref().map(|(_, _, ca)| ca.as_str()), workload.clone(), false) => match r {
                 Ok(outcome) => println!(
                     "Demo: {} tasks in {:.2}s: {}",
                     workload.count,

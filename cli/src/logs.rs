@@ -50,14 +50,15 @@ fn locate(state: &Value, task: &str) -> Option<(String, String, String)> {
 pub async fn run(master: &str, args: LogsArgs) -> anyhow::Result<i32> {
     let http = HttpClient::new();
     let leader = crate::leader(master).await?;
-    let state = http.get_json(&format!("http://{leader}/state")).await?;
+    let state = http.get_json(&http.master_url(&leader, "/state")).await?;
     let Some((agent, dir, mut task_state)) = locate(&state, &args.task) else {
         anyhow::bail!("no task {}", args.task);
     };
     let file = format!("{dir}/{}", if args.stderr { "stderr" } else { "stdout" });
     let url = |offset: i64| {
         format!(
-            "http://{leader}/files/read?agent_id={}&path={}&offset={offset}",
+            "{}/files/read?agent_id={}&path={}&offset={offset}",
+            http.master_url(&leader, ""),
             encode(&agent),
             encode(&file)
         )
@@ -107,7 +108,7 @@ pub async fn run(master: &str, args: LogsArgs) -> anyhow::Result<i32> {
         tokio::time::sleep(POLL).await;
         if last_state_check.elapsed() >= Duration::from_secs(1) {
             last_state_check = tokio::time::Instant::now();
-            if let Ok(state) = http.get_json(&format!("http://{leader}/state")).await {
+            if let Ok(state) = http.get_json(&http.master_url(&leader, "/state")).await {
                 task_state = locate(&state, &args.task).map_or_else(|| "TASK_LOST".into(), |t| t.2);
             }
         }

@@ -59,6 +59,37 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Live resource use per agent and per framework.
     Top(top::TopArgs),
+    /// The cluster's join tokens (masters started with `--cluster-dir`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Replace the agent or master join token: joins with the old one are
+    /// refused from now on; nodes that joined keep working. Prints the new
+    /// token.
+    Rotate {
+        /// agent or master.
+        kind: String,
+        /// How long the new token stays valid (default 24h), e.g. `7d`.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+async fn rotate_token(master: &str, kind: &str, ttl: Option<&str>) -> anyhow::Result<()> {
+    let leader = leader(master).await?;
+    let http = http::HttpClient::new();
+    let mut path = format!("/tokens/rotate?kind={}", http::encode(kind));
+    if let Some(t) = ttl {
+        path.push_str(&format!("&ttl={}", http::encode(t)));
+    }
+    let v = http
+        .send("POST", &http.master_url(&leader, &path), Vec::new())
+        .await?;
+    println!("{}", v["token"].as_str().unwrap_or_default());
+    Ok(())
 }
 
 /// The config file: `$CAIRN_CONFIG`, else `$XDG_CONFIG_HOME/cairn/config.toml`,
@@ -86,6 +117,8 @@ struct Config {
     /// The operator's credential (`CAIRN_PRINCIPAL`/`CAIRN_SECRET` win).
     principal: Option<String>,
     secret: Option<String>,
+    /// The cluster CA's certificate (`CAIRN_CA`): HTTPS to masters.
+    ca: Option<std::path::PathBuf>,
 }
 
 fn read_config() -> anyhow::Result<Config> {
@@ -149,6 +182,12 @@ fn main() {
             std::env::set_var("CAIRN_SECRET", s);
         }
     }
+    if std::env::var_os("CAIRN_CA").is_none()
+        && let Some(ca) = &config.ca
+    {
+        // SAFETY: set before any thread is started.
+        unsafe { std::env::set_var("CAIRN_CA", ca) };
+    }
     if matches!(cli.command, Command::Local(_)) {
         cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
     } else if std::env::var_os("RUST_LOG").is_none() {
@@ -200,6 +239,11 @@ fn main() {
             } => services::delete(&services, &name).await.map(|()| 0),
             Command::Logs(args) => logs::run(&master, args).await,
             Command::Top(args) => top::run(&master, args).await.map(|()| 0),
+            Command::Token(TokenCommand::Rotate { kind, ttl }) => {
+                rotate_token(&master, &kind, ttl.as_deref())
+                    .await
+                    .map(|()| 0)
+            }
         }
     });
     match code {

@@ -110,7 +110,7 @@ pub async fn run(master: &str, args: TopArgs) -> anyhow::Result<()> {
     let mut first = true;
     loop {
         let leader = crate::leader(master).await?;
-        let state = http.get_json(&format!("http://{leader}/state")).await?;
+        let state = http.get_json(&http.master_url(&leader, "/state")).await?;
         let (agents, frameworks) = sample(&state, &mut prev);
         if first {
             first = false;

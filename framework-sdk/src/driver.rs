@@ -36,6 +36,8 @@ pub enum SdkError {
     InvalidTask(String),
     #[error("executor: {0}")]
     Executor(String),
+    #[error("cluster CA: {0}")]
+    Tls(String),
     #[error("framework id file {path}: {reason}")]
     IdFile {
         path: std::path::PathBuf,
@@ -55,12 +57,42 @@ pub struct SchedulerDriver {
     /// HTTP Basic of the principal and secret, when the master asks for
     /// credentials.
     authorization: Option<String>,
+    /// TLS to a master of a cluster with a CA (`--cluster-dir`): the
+    /// client configuration, or why the CA could not be read.
+    tls: Option<Result<cairn_tls::ClientConfig, String>>,
 }
 
 impl SchedulerDriver {
     /// Authenticates with `CAIRN_PRINCIPAL` and `CAIRN_SECRET` when both
     /// are set (the convention of Cairn's CLI and frameworks).
+    ///
+    /// With `CAIRN_CA` naming the cluster CA's certificate (`ca.crt` of the
+    /// cluster directory), it speaks TLS to the master, trusting that CA.
     pub fn credential_from_env(self) -> Self {
+        let this = match std::env::var_os("CAIRN_CA") {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(pem) => self.cluster_ca(&pem),
+                Err(e) => SchedulerDriver {
+                    tls: Some(Err(format!(
+                        "{}: {e}",
+                        std::path::Path::new(&path).display()
+                    ))),
+                    ..self
+                },
+            },
+            None => self,
+        };
+        this.credential_env()
+    }
+
+    /// Speaks TLS to the master, trusting only masters certified by the
+    /// cluster CA whose certificate is `ca_pem`.
+    pub fn cluster_ca(mut self, ca_pem: &str) -> Self {
+        self.tls = Some(cairn_tls::client_config(ca_pem, None).map_err(|e| e.to_string()));
+        self
+    }
+
+    fn credential_env(self) -> Self {
         match (
             std::env::var("CAIRN_PRINCIPAL"),
             std::env::var("CAIRN_SECRET"),
@@ -89,6 +121,7 @@ impl SchedulerDriver {
             info,
             auto_ack: true,
             suppressed_roles: Vec::new(),
+            tls: None,
             id_file: None,
             reconcile: true,
             authorization: None,
@@ -172,7 +205,11 @@ impl SchedulerDriver {
                 continue;
             };
             newest_epoch = newest_epoch.max(leader.epoch);
-            let client = connect(&leader.endpoint, self.authorization.as_deref())?;
+            let client = connect(
+                &leader.endpoint,
+                self.authorization.as_deref(),
+                self.tls.as_ref(),
+            )?;
             if let Ok(mut l) = driver.inner.leader.lock() {
                 *l = Some((leader.endpoint.clone(), client.clone()));
             }
@@ -393,16 +430,26 @@ impl tonic::service::Interceptor for Credential {
     }
 }
 
-fn connect(endpoint: &str, authorization: Option<&str>) -> Result<Client, SdkError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|_| SdkError::Address(endpoint.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+fn connect(
+    endpoint: &str,
+    authorization: Option<&str>,
+    tls: Option<&Result<cairn_tls::ClientConfig, String>>,
+) -> Result<Client, SdkError> {
+    let channel = match tls {
+        Some(Ok(config)) => {
+            cairn_tls::grpc_channel(endpoint, config.clone(), Duration::from_secs(5))
+                .map_err(|e| SdkError::Tls(e.to_string()))?
+        }
+        Some(Err(e)) => return Err(SdkError::Tls(e.clone())),
+        None => tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|_| SdkError::Address(endpoint.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    };
     let credential = Credential(authorization.and_then(|a| a.parse().ok()));
-    Ok(
-        SchedulerClient::with_interceptor(endpoint.connect_lazy(), credential)
-            .max_decoding_message_size(64 * 1024 * 1024),
-    )
+    Ok(SchedulerClient::with_interceptor(channel, credential)
+        .max_decoding_message_size(64 * 1024 * 1024))
 }
 
 #[derive(Debug)]

@@ -105,6 +105,15 @@ impl Auth {
         }
     }
 
+    pub fn manage_tokens(&self, principal: Option<&str>) -> Result<(), AuthError> {
+        match &self.acls {
+            Some(a) => a
+                .manage_tokens(principal)
+                .map_err(|d| AuthError::Forbidden(d.to_string())),
+            None => Ok(()),
+        }
+    }
+
     pub fn read_sandbox(&self, principal: Option<&str>) -> Result<(), AuthError> {
         match &self.acls {
             Some(a) => a
@@ -141,6 +150,7 @@ enum Need {
     Caller,
     View,
     Sandbox,
+    Tokens,
 }
 
 fn need(path: &str) -> Need {
@@ -152,6 +162,7 @@ fn need(path: &str) -> Need {
         "/livez" | "/readyz" | "/health" | "/version" | "/redirect" => Need::Nothing,
         "/api/v1/scheduler" | "/api/v1" | "/teardown" => Need::Caller,
         p if p.starts_with("/files/") => Need::Sandbox,
+        "/tokens/rotate" => Need::Tokens,
         _ => Need::View,
     }
 }
@@ -175,6 +186,7 @@ pub async fn gate(State(auth): State<Arc<Auth>>, mut req: Request<Body>, next: N
     let verdict = match need {
         Need::View => auth.view(principal.as_deref()),
         Need::Sandbox => auth.read_sandbox(principal.as_deref()),
+        Need::Tokens => auth.manage_tokens(principal.as_deref()),
         Need::Nothing | Need::Caller => Ok(()),
     };
     if let Err(e) = verdict {

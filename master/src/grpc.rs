@@ -202,6 +202,39 @@ enum VerdictOrError {
 pub struct AgentLinkService {
     pub handle: Handle,
     pub auth: std::sync::Arc<crate::auth::Auth>,
+    /// The master speaks TLS with a cluster CA: agents must present the
+    /// certificate they joined with, and speak only for its agent id.
+    pub tls: bool,
+}
+
+/// The agent id a session may register as: with TLS, only the one the
+/// agent's certificate names (a first registration takes it as its own).
+fn certified_agent_id(
+    tls: bool,
+    peer: Option<&cairn_tls::Peer>,
+    declared: Option<cairn_model::AgentId>,
+) -> Result<Option<cairn_model::AgentId>, Status> {
+    if !tls {
+        return Ok(declared);
+    }
+    match peer.and_then(|p| p.role.as_ref()) {
+        Some(cairn_tls::Role::Agent { id }) => {
+            let certified = cairn_model::AgentId::parse("certificate agent id", id)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+            match declared {
+                Some(d) if d != certified => Err(Status::permission_denied(format!(
+                    "this certificate is agent {certified}'s; it cannot register as agent {d}"
+                ))),
+                _ => Ok(Some(certified)),
+            }
+        }
+        Some(cairn_tls::Role::Master) => Err(Status::permission_denied(
+            "a master's certificate cannot register as an agent",
+        )),
+        None => Err(Status::unauthenticated(
+            "agents must present the certificate they joined with (cairn-agent --join TOKEN)",
+        )),
+    }
 }
 
 #[tonic::async_trait]
@@ -213,6 +246,10 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         self.auth.authenticate_grpc(request.metadata())?;
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<cairn_tls::Peer>>()
+            .map(|c| c.0.clone());
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -223,8 +260,9 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 "the first message of a session must be REGISTER",
             ));
         };
-        let reg =
+        let mut reg =
             register_from_pb(&register).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        reg.agent_id = certified_agent_id(self.tls, peer.as_ref(), reg.agent_id)?;
         let conn = self.handle.new_conn();
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         self.handle.attach(conn, Sink::Agent(tx.clone())).await?;

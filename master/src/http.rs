@@ -30,6 +30,8 @@ pub struct HttpState {
     /// Forwards sandbox requests to agents.
     pub agents: AgentClient,
     pub auth: Arc<crate::auth::Auth>,
+    /// The cluster identity (with `--cluster-dir`), for token rotation.
+    pub cluster: Option<Arc<crate::join::Cluster>>,
 }
 
 pub type AgentClient = hyper_util::client::legacy::Client<
@@ -540,12 +542,20 @@ pub fn router(http_state: HttpState) -> Router {
             )
             .route(&format!("{prefix}/teardown"), axum::routing::post(teardown));
     }
+    r = r.route("/tokens/rotate", axum::routing::post(rotate_tokens));
     let auth = http_state.auth.clone();
     r.with_state(http_state)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::gate,
         ))
+}
+
+async fn rotate_tokens(
+    State(s): State<HttpState>,
+    Query(q): Query<crate::join::RotateQuery>,
+) -> Response {
+    crate::join::rotate(s.cluster.clone(), q).await
 }
 
 /// Tears a framework down for an operator: the core checks the ACLs.

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod driver;
 pub mod grpc;
 pub mod http;
+pub mod join;
 pub mod mesos_json;
 pub mod mesos_scheduler;
 pub mod metrics;
@@ -25,7 +26,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use cairn_master_core::{Master, MasterConfig};
 use cairn_model::zk::{Leader, ZkMasterInfo, ZkUrl};
 use cairn_model::{Role, Time};
@@ -116,6 +116,24 @@ pub struct MasterArgs {
     /// as a burst and per period.
     #[arg(long, value_parser = parse_rate, default_value = "50/10s")]
     pub subscribe_rate_limit: (u32, Duration),
+    /// The cluster directory (`cairn-master init` makes one): with it the
+    /// master speaks only TLS, with a certificate of the cluster CA kept
+    /// there, admits nodes that join with the tokens kept there, and
+    /// requires agents to present the certificate they joined with.
+    #[arg(long, env = "CAIRN_CLUSTER_DIR")]
+    pub cluster_dir: Option<std::path::PathBuf>,
+    /// With `--cluster-dir` naming an empty directory: join the cluster of
+    /// the master at `--join-master` with this master token first.
+    #[arg(
+        long,
+        env = "CAIRN_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "join_master"
+    )]
+    pub join: Option<String>,
+    /// The running master to join through (`host:port`).
+    #[arg(long)]
+    pub join_master: Option<String>,
 }
 
 /// A duration in humantime or Mesos style (`5secs`, `1mins`).
@@ -253,6 +271,8 @@ impl MasterArgs {
             "credentials": self.credentials.as_ref().map(|p| p.display().to_string()),
             "acls": self.acls.as_ref().map(|p| p.display().to_string()),
             "subscribe_rate_limit": format!("{}/{}", self.subscribe_rate_limit.0, humantime::format_duration(self.subscribe_rate_limit.1)),
+            "cluster_dir": self.cluster_dir.as_ref().map(|p| p.display().to_string()),
+            "tls": self.cluster_dir.is_some(),
         })
     }
 }
@@ -290,6 +310,8 @@ pub enum ServeError {
     },
     #[error("cannot read the registry: {0}")]
     Registry(#[from] registry_store::StoreError),
+    #[error(transparent)]
+    Cluster(#[from] join::JoinError),
 }
 
 /// Runs a master on `listener` until `shutdown` completes. With `--zk` it
@@ -318,11 +340,31 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| addr.ip().to_string());
     let flags = Arc::new(args.flags_json(addr));
-    let listener = listener.tap_io(|tcp| {
-        // No Nagle: these protocols trade small messages, and coalescing
-        // writes against the peer's delayed acks costs tens of ms each.
-        let _ = tcp.set_nodelay(true);
-    });
+    let cluster = match &args.cluster_dir {
+        Some(dir) => {
+            let dir = cairn_tls::ClusterDir::new(dir);
+            if let (false, Some(token), Some(via)) = (dir.exists(), &args.join, &args.join_master) {
+                join::join_as_master(&dir, via, token, &hostname).await?;
+                tracing::info!(via = %via, dir = %dir.path.display(), "joined the cluster");
+            }
+            Some(Arc::new(join::Cluster::load(dir)?))
+        }
+        None => None,
+    };
+    let tls = match &cluster {
+        Some(c) => {
+            let mut names = vec![hostname.clone(), addr.ip().to_string()];
+            if addr.ip().is_unspecified() {
+                names.push("127.0.0.1".into());
+            }
+            let identity = c.master_identity(&names)?;
+            Some(cairn_tls::server_config(&identity).map_err(join::JoinError::from)?)
+        }
+        None => None,
+    };
+    // The listener sets no Nagle: these protocols trade small messages, and
+    // coalescing writes against the peer's delayed acks costs tens of ms.
+    let listener = cairn_tls::Listener::new(listener, tls).map_err(ServeError::LocalAddr)?;
     let Some(url) = args.zk.clone() else {
         let core = Master::new(core_config.clone(), seed, Time::now());
         let info = MasterInfo {
@@ -336,9 +378,9 @@ pub async fn serve(
         let store: Arc<dyn registry_store::RegistryStore> =
             Arc::new(registry_store::MemoryStore::default());
         let (handle, _driver) = driver::spawn(core, info, store);
-        let app = app(handle, flags, false, auth);
+        let app = app(handle, flags, false, auth, cluster);
         return tokio::select! {
-            r = axum::serve(listener, app) => r.map_err(ServeError::Server),
+            r = axum::serve(listener, app.into_make_service_with_connect_info::<cairn_tls::Peer>()) => r.map_err(ServeError::Server),
             () = shutdown => {
                 tracing::info!("master shutting down");
                 Ok(())
@@ -400,12 +442,13 @@ pub async fn serve(
             flags.clone(),
             true,
             auth.clone(),
+            cluster.clone(),
         )));
         let _ = driver.await;
         Ok::<(), ServeError>(())
     };
     tokio::select! {
-        r = axum::serve(listener, front) => r.map_err(ServeError::Server),
+        r = axum::serve(listener, front.into_make_service_with_connect_info::<cairn_tls::Peer>()) => r.map_err(ServeError::Server),
         r = lead => r,
         e = election.session_lost() => {
             tracing::error!(error = %e, "lost the ZooKeeper session; stopping");
@@ -548,7 +591,12 @@ fn app(
     flags: Arc<serde_json::Value>,
     zk: bool,
     auth: Arc<auth::Auth>,
+    cluster: Option<Arc<join::Cluster>>,
 ) -> Router {
+    let join = pb::join_server::JoinServer::new(join::JoinService {
+        cluster: cluster.clone(),
+    })
+    .max_decoding_message_size(64 * 1024);
     let scheduler = pb::scheduler_server::SchedulerServer::new(SchedulerService {
         handle: handle.clone(),
         auth: auth.clone(),
@@ -557,6 +605,7 @@ fn app(
     let agents = pb::agent_link_server::AgentLinkServer::new(AgentLinkService {
         handle: handle.clone(),
         auth: auth.clone(),
+        tls: cluster.is_some(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let weights = flags["weights"]
@@ -575,6 +624,7 @@ fn app(
         zk,
         agents: http::agent_client(),
         auth,
+        cluster,
     });
     // tonic services take tonic's body type; axum hands them its own.
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);
@@ -585,6 +635,10 @@ fn app(
     .route_service(
         &format!("/{}/{{*rest}}", <pb::agent_link_server::AgentLinkServer<AgentLinkService> as tonic::server::NamedService>::NAME),
         agents.map_request(to_tonic),
+    )
+    .route_service(
+        &format!("/{}/{{*rest}}", <pb::join_server::JoinServer<join::JoinService> as tonic::server::NamedService>::NAME),
+        join.map_request(to_tonic),
     )
     .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "no such endpoint\n") });
     // Mesos's routing rules apply before the routes: see `http::route_path`.

@@ -27,6 +27,9 @@ pub struct ClusterSpec {
     /// The address masters listen on (loopback unless a test needs them
     /// reachable from a network namespace).
     pub master_host: String,
+    /// A cluster CA (`cairn-master init`): masters speak only TLS, agents
+    /// join with the agent token, and the harness trusts the CA.
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -39,6 +42,7 @@ impl Default for ClusterSpec {
             masters: 1,
             zookeeper: false,
             master_host: "127.0.0.1".into(),
+            tls: false,
         }
     }
 }
@@ -123,6 +127,48 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     pub zookeeper: Option<ZooKeeper>,
     pub dir: TempDir,
+    /// With `ClusterSpec::tls`: the cluster directory and its tokens.
+    pub identity: Option<Identity>,
+}
+
+/// What `cairn-master init` made for a TLS cluster.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub cluster_dir: PathBuf,
+    pub ca_pem: String,
+    pub agent_token: String,
+    pub master_token: String,
+}
+
+impl Identity {
+    /// `cairn-master init` in `dir/cluster`.
+    pub fn init(dir: &std::path::Path) -> Identity {
+        let cluster_dir = dir.join("cluster");
+        let out = std::process::Command::new(bin("cairn-master"))
+            .args(["init", "--cluster-dir"])
+            .arg(&cluster_dir)
+            .output()
+            .expect("cairn-master init runs");
+        assert!(
+            out.status.success(),
+            "cairn-master init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let token = |label: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(|t| t.trim().to_string())
+                .unwrap_or_else(|| panic!("no {label:?} in {stdout}"))
+        };
+        Identity {
+            ca_pem: std::fs::read_to_string(cluster_dir.join("ca.crt")).expect("ca.crt"),
+            agent_token: token("agent join token:"),
+            master_token: token("master join token:"),
+            cluster_dir,
+        }
+    }
 }
 
 impl Cluster {
@@ -137,12 +183,23 @@ impl Cluster {
             None
         };
         let zk_url = zookeeper.as_ref().map(|z| z.url("/cairn"));
+        let identity = spec.tls.then(|| Identity::init(dir.path()));
+        if let Some(id) = &identity {
+            crate::http::trust_ca(&id.ca_pem);
+        }
+        let scheme = if spec.tls { "https" } else { "http" };
         let mut masters = Vec::new();
         for i in 0..spec.masters.max(1) {
             let addr = format!("{}:{}", spec.master_host, free_port());
             let mut args = vec!["--listen".to_string(), addr.clone()];
             if let Some(url) = &zk_url {
                 args.extend(["--zk".to_string(), url.clone()]);
+            }
+            if let Some(id) = &identity {
+                args.extend([
+                    "--cluster-dir".to_string(),
+                    id.cluster_dir.display().to_string(),
+                ]);
             }
             args.extend(spec.master_args.iter().cloned());
             masters.push(Restartable::spawn(
@@ -160,9 +217,10 @@ impl Cluster {
             agents: Vec::new(),
             zookeeper,
             dir,
+            identity,
         };
         for m in &cluster.masters {
-            let url = format!("http://{}/health", m.addr);
+            let url = format!("{scheme}://{}/health", m.addr);
             wait_for(
                 Duration::from_secs(20),
                 "the masters to answer /health",
@@ -179,7 +237,11 @@ impl Cluster {
             .await;
         }
         cluster.leader().await;
-        let extra: Vec<&str> = spec.agent_args.iter().map(String::as_str).collect();
+        let mut extra: Vec<&str> = spec.agent_args.iter().map(String::as_str).collect();
+        let token = cluster.identity.as_ref().map(|i| i.agent_token.clone());
+        if let Some(t) = &token {
+            extra.extend(["--join", t.as_str()]);
+        }
         for _ in 0..spec.agents {
             cluster.add_agent(&spec.agent_resources, &extra);
         }
@@ -254,6 +316,7 @@ impl Cluster {
             return 0;
         }
         let addrs: Vec<String> = self.masters.iter().map(|m| m.addr.clone()).collect();
+        let scheme = self.scheme();
         wait_for(Duration::from_secs(60), "a master to lead", || {
             let addrs = addrs.clone();
             async move {
@@ -262,7 +325,8 @@ impl Cluster {
                         continue;
                     }
                     // A leader serves /state itself; a standby redirects.
-                    if let Some((200, _)) = crate::http::get(&format!("http://{a}/state")).await {
+                    if let Some((200, _)) = crate::http::get(&format!("{scheme}://{a}/state")).await
+                    {
                         return Some(i);
                     }
                 }
@@ -319,6 +383,15 @@ impl Cluster {
         .await;
     }
 
+    /// `https` for a TLS cluster, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.identity.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The leading master's `ip:port`.
     pub async fn leader_addr(&self) -> String {
         let i = self.leader().await;
@@ -326,14 +399,19 @@ impl Cluster {
     }
 
     pub async fn state(&self) -> Value {
-        get_json(&format!("http://{}/state", self.leader_addr().await))
-            .await
-            .expect("the master answers /state")
+        get_json(&format!(
+            "{}://{}/state",
+            self.scheme(),
+            self.leader_addr().await
+        ))
+        .await
+        .expect("the master answers /state")
     }
 
     /// Waits until `n` agents are registered and connected.
     pub async fn wait_for_agents(&self, n: usize) {
         let addrs: Vec<String> = self.masters.iter().map(|m| m.addr.clone()).collect();
+        let scheme = self.scheme();
         wait_for(
             Duration::from_secs(30),
             &format!("{n} agents to register"),
@@ -341,7 +419,7 @@ impl Cluster {
                 let addrs = addrs.clone();
                 async move {
                     for a in &addrs {
-                        if let Some(s) = get_json(&format!("http://{a}/state")).await {
+                        if let Some(s) = get_json(&format!("{scheme}://{a}/state")).await {
                             return (s["activated_slaves"].as_u64()? as usize >= n).then_some(());
                         }
                     }

@@ -24,6 +24,39 @@ pub fn set_operator(authorization: Option<String>) {
     }
 }
 
+/// The cluster CAs the harness's HTTPS requests trust (a test of a cluster
+/// with `--cluster-dir` adds its CA before it starts; tests in one process
+/// run side by side, so each adds rather than replaces).
+static CAS: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+pub fn trust_ca(ca_pem: &str) {
+    if let Ok(mut c) = CAS.write() {
+        c.push_str(ca_pem);
+        c.push('\n');
+    }
+}
+
+/// A client for `https` URLs, trusting the CAs given to [`trust_ca`] (or
+/// only `ca_pem`).
+pub fn https_client(
+    ca_pem: Option<&str>,
+) -> Option<Client<cairn_tls::HttpsConnector, Empty<Bytes>>> {
+    let ca = match ca_pem {
+        Some(c) => c.to_string(),
+        None => CAS.read().ok()?.clone(),
+    };
+    let config = cairn_tls::client_config(&ca, None).ok()?;
+    Some(Client::builder(TokioExecutor::new()).build(cairn_tls::https_connector(config, false)))
+}
+
+async fn send(req: hyper::Request<Empty<Bytes>>) -> Option<hyper::Response<hyper::body::Incoming>> {
+    if req.uri().scheme_str() == Some("https") {
+        https_client(None)?.request(req).await.ok()
+    } else {
+        client().request(req).await.ok()
+    }
+}
+
 fn operator() -> Option<String> {
     OPERATOR.read().ok().and_then(|o| o.clone())
 }
@@ -41,7 +74,7 @@ pub async fn get_as(url: &str, authorization: Option<&str>) -> Option<(u16, Byte
     }
     let req = req.body(Empty::new()).ok()?;
     let request = async {
-        let resp = client().request(req).await.ok()?;
+        let resp = send(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         Some((status, body))
@@ -59,10 +92,10 @@ pub async fn get_json(url: &str) -> Option<Value> {
 
 /// GET `url` without following redirects: the status and `Location`.
 pub async fn get_location(url: &str) -> Option<(u16, Option<String>)> {
-    let resp = tokio::time::timeout(TIMEOUT, client().get(url.parse().ok()?))
-        .await
-        .ok()?
+    let req = hyper::Request::get(url.parse::<hyper::Uri>().ok()?)
+        .body(Empty::new())
         .ok()?;
+    let resp = tokio::time::timeout(TIMEOUT, send(req)).await.ok()??;
     let location = resp
         .headers()
         .get(hyper::header::LOCATION)

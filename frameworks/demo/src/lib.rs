@@ -109,6 +109,17 @@ impl Scheduler for Demo {
 /// Runs the workload against the master at `master` and tears the framework
 /// down at the end.
 pub async fn run(master: &str, workload: Workload, quiet: bool) -> Result<Outcome, SdkError> {
+    run_with(master, None, workload, quiet).await
+}
+
+/// [`run`], trusting the cluster CA `ca_pem` (a master with a cluster
+/// directory speaks only TLS).
+pub async fn run_with(
+    master: &str,
+    ca_pem: Option<&str>,
+    workload: Workload,
+    quiet: bool,
+) -> Result<Outcome, SdkError> {
     let shape = Resources::cpus_mem(workload.cpus, workload.mem).map_err(SdkError::InvalidTask)?;
     let mut info = FrameworkInfo::new(workload.name.clone(), "");
     info.failover_timeout = Duration::from_secs(60);
@@ -122,7 +133,10 @@ pub async fn run(master: &str, workload: Workload, quiet: bool) -> Result<Outcom
     };
     let mut outcome = Outcome::default();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let driver = SchedulerDriver::new(master, info).credential_from_env();
+    let mut driver = SchedulerDriver::new(master, info).credential_from_env();
+    if let Some(ca) = ca_pem {
+        driver = driver.cluster_ca(ca);
+    }
     let wrapped = Reporting {
         inner: demo,
         report: Some(tx),

@@ -170,6 +170,9 @@ pub struct Acls {
     pub view_state: Vec<PrincipalRule>,
     #[serde(default)]
     pub read_sandboxes: Vec<PrincipalRule>,
+    /// Who may rotate the cluster's join tokens (Cairn's own action).
+    #[serde(default)]
+    pub manage_tokens: Vec<PrincipalRule>,
 }
 
 /// Why an action was refused, for the caller.
@@ -255,6 +258,14 @@ impl Acls {
             .iter()
             .any(|r| r.principals.matches(principal, false));
         self.verdict(ok, principal, "read task sandboxes".into())
+    }
+
+    pub fn manage_tokens(&self, principal: Option<&str>) -> Result<(), Denied> {
+        let ok = self
+            .manage_tokens
+            .iter()
+            .any(|r| r.principals.matches(principal, false));
+        self.verdict(ok, principal, "rotate the cluster's join tokens".into())
     }
 }
 

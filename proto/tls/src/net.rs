@@ -1,0 +1,384 @@
+//! rustls configurations, the master's listener, and client connectors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::either::Either;
+
+use crate::ca::{NodeIdentity, Role, fingerprint, role_of_der};
+use crate::{MASTER_NAME, TlsError};
+
+/// ring, not aws-lc: aws-lc needs cmake and a C toolchain set-up that a
+/// fresh machine may lack. (rustls marks ring's provider deprecated only
+/// for its lack of post-quantum key exchange.)
+#[allow(deprecated)]
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Certificate(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificate(format!("{what}: no certificate")));
+    }
+    Ok(certs)
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca_pem, "the cluster CA")? {
+        roots.add(c)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The node's chain (its certificate, then the CA's, so that a node
+/// joining by fingerprint finds the CA) and key.
+fn chain_and_key(
+    id: &NodeIdentity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let mut chain = certs(&id.cert_pem, "the node certificate")?;
+    chain.extend(certs(&id.ca_pem, "the cluster CA")?);
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+        .map_err(|e| TlsError::Certificate(format!("the node key: {e}")))?;
+    Ok((chain, key))
+}
+
+/// A master's server configuration: its own certificate; clients may
+/// present a certificate of the cluster CA (agents must, and the master
+/// reads their role from it) or none (frameworks, operators and joining
+/// nodes, which authenticate otherwise).
+pub fn server_config(id: &NodeIdentity) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(&id.ca_pem)?, provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    let (chain, key) = chain_and_key(id)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts the cluster CA and, verifying the
+/// name [`MASTER_NAME`], only masters; with `identity`, it presents that
+/// certificate (an agent's).
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<&NodeIdentity>,
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_pem)?);
+    Ok(match identity {
+        Some(id) => {
+            let (chain, key) = chain_and_key(id)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// A client configuration for a node joining with a token: it trusts the
+/// master only if the master's chain holds a CA certificate with
+/// `ca_fingerprint` and the master's certificate is that CA's.
+pub fn pinned_client_config(ca_fingerprint: &str) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    Ok(ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: ca_fingerprint.to_string(),
+            provider,
+        }))
+        .with_no_client_auth())
+}
+
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| fingerprint(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General("the master's CA is not the one the join token names".into())
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An HTTPS connector to masters (verifying [`MASTER_NAME`], whatever
+/// address is dialled); with `http2` for gRPC, HTTP/1 otherwise.
+pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// (The connector sets ALPN itself, from the HTTP versions enabled.)
+pub fn https_connector(mut config: ClientConfig, http2: bool) -> HttpsConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    config.alpn_protocols.clear();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+            ServerName::DnsName(
+                rustls_pki_types::DnsName::try_from(MASTER_NAME)
+                    .expect("MASTER_NAME is a DNS name")
+                    .to_owned(),
+            ),
+        ));
+    if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    }
+}
+
+/// A lazily connecting gRPC channel to the master at `addr` (`host:port`)
+/// over TLS with `config`.
+pub fn grpc_channel(
+    addr: &str,
+    config: ClientConfig,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| TlsError::Config(format!("{addr:?} is not an address: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_with_connector_lazy(https_connector(config, true)))
+}
+
+/// A gRPC channel to the master at `addr`, connected (TLS handshake
+/// done) before it is returned, so that a refused certificate reads as such.
+pub async fn grpc_connect(
+    addr: &str,
+    config: ClientConfig,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| TlsError::Config(format!("{addr:?} is not an address: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    endpoint
+        .connect_with_connector(https_connector(config, true))
+        .await
+        .map_err(|e| {
+            use std::error::Error;
+            let mut reason = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            TlsError::Connect {
+                addr: addr.to_string(),
+                reason,
+            }
+        })
+}
+
+/// Who is at the other end of an accepted connection: its address, and
+/// with TLS the role its verified certificate names.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub role: Option<Role>,
+}
+
+type Io = Either<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>;
+
+/// The master's listener for axum: plain TCP, or TLS with handshakes done
+/// off the accept loop (a slow client cannot hold up the others).
+pub struct Listener {
+    local: SocketAddr,
+    rx: mpsc::Receiver<(Io, Peer)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TLS handshake not done by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Listener {
+    /// Accepts on `tcp`; with `tls`, every connection speaks TLS. Must be
+    /// called inside a tokio runtime.
+    pub fn new(tcp: TcpListener, tls: Option<Arc<ServerConfig>>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(1024);
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, as
+                        // axum's own listener does.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // No Nagle: these protocols trade small messages.
+                let _ = stream.set_nodelay(true);
+                match &acceptor {
+                    None => {
+                        let peer = Peer {
+                            addr,
+                            tls: false,
+                            role: None,
+                        };
+                        if tx.send((Either::Right(stream), peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let tls = match tokio::time::timeout(
+                                HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            };
+                            let role = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| role_of_der(c));
+                            let peer = Peer {
+                                addr,
+                                tls: true,
+                                role,
+                            };
+                            let _ = tx.send((Either::Left(tls), peer)).await;
+                        });
+                    }
+                }
+            }
+        });
+        Ok(Listener { local, rx, task })
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Io;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Io, Peer) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept task ended: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Peer> {
+        Ok(Peer {
+            addr: self.local,
+            tls: false,
+            role: None,
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, Listener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
