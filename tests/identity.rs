@@ -89,7 +89,7 @@ async fn impostor(identity: &cairn_tls::NodeIdentity) -> (String, tokio::task::J
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
-    let cluster = Cluster::start(ClusterSpec {
+    let mut cluster = Cluster::start(ClusterSpec {
         tls: true,
         ..ClusterSpec::default()
     })
@@ -141,16 +141,34 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
         text.contains("certificate") || text.contains("Certificate"),
         "refused for its certificate: {text}"
     );
+    let e = cairn_tls::join(&fake, &id.agent_token, "victim")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        cairn_tls::join(&fake, &id.agent_token, "victim")
-            .await
-            .is_err()
+        e.contains("certificate") || e.contains("Certificate"),
+        "the pinned join refused the agent's certificate: {e}"
     );
     server.abort();
     // The real master passes the same client.
     cairn_tls::grpc_connect(&master, trusting, Duration::from_secs(5))
         .await
         .expect("the master's certificate verifies");
+
+    // An agent given the master token refuses it (it would be sent the
+    // CA's key) and stops with the reason.
+    let wrong = id.token_file(cluster.dir.path(), "master.token", &id.master_token);
+    let i = cluster.add_agent(
+        "cpus:1;mem:256;disk:100;ports:[32200-32209]",
+        &["--join-file", &wrong],
+    );
+    wait_for(T, "the agent given a master token to stop", || {
+        let running = cluster.agents[i].proc.is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    let log = std::fs::read_to_string(cluster.dir.path().join(format!("agent-{i}.log"))).unwrap();
+    assert!(log.contains("not a master token"), "{log}");
 
     // A token with the right CA but a wrong secret is refused.
     let forged = format!(
@@ -166,7 +184,11 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
     let other = cairn_tls::Token::generate(cairn_tls::TokenKind::Agent, &"ab".repeat(32))
         .unwrap()
         .to_string();
-    assert!(cairn_tls::join(&master, &other, "lost").await.is_err());
+    let e = cairn_tls::join(&master, &other, "lost")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("join token names"), "{e}");
 
     // Frameworks reach the master over TLS, trusting the CA: a task runs
     // on the joined agent, its updates coming back over the agent's link.
@@ -204,34 +226,128 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
             .unwrap();
         seen.push_str(&String::from_utf8_lossy(&body));
     }
-    let stdout = cluster.agents[0].work_dir().join(format!(
-        "frameworks/{}/executors/over-tls/runs/latest/stdout",
+    let file = format!(
+        "/frameworks/{}/executors/over-tls/runs/latest/stdout",
         fw.id
-    ));
-    seen.push_str(&std::fs::read_to_string(stdout).unwrap_or_default());
-    seen.push_str(&cluster.logs());
+    );
+    let read = cairn_tests::http::get_json(&format!(
+        "https://{master}/files/read?agent_id={a_id}&path={file}&offset=0"
+    ))
+    .await
+    .expect("the task's stdout through the master");
+    let env = read["data"].as_str().unwrap_or_default().to_string();
+    assert!(
+        env.contains("PATH="),
+        "the task printed its environment: {env}"
+    );
+    seen.push_str(&env);
+    // Every log of the run, whole.
+    for entry in std::fs::read_dir(cluster.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            seen.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
     for t in [&id.agent_token, &id.master_token] {
         assert!(!seen.contains(&secret(t)), "a token's secret leaked");
     }
 }
 
+fn basic(principal: &str, secret: &str) -> String {
+    cairn_model::auth::basic_value(principal, secret)
+}
+
+/// `cairn token rotate agent` as `principal`, with the cluster CA.
+fn rotate(
+    master: &str,
+    ca: &std::path::Path,
+    principal: &str,
+    secret: &str,
+) -> std::process::Output {
+    std::process::Command::new(bin("cairn"))
+        .args(["token", "rotate", "agent", "--ttl", "1h"])
+        .env("CAIRN_MASTER", master)
+        .env("CAIRN_CA", ca)
+        .env("CAIRN_PRINCIPAL", principal)
+        .env("CAIRN_SECRET", secret)
+        .env("CAIRN_CONFIG", "/nonexistent/cairn.toml")
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_token_stops_joining_while_joined_agents_keep_working() {
+    // Rotation needs an ACL grant: operators authenticate, agents too.
+    let files = tempfile::Builder::new()
+        .prefix("cairn-rot-")
+        .tempdir()
+        .unwrap();
+    let creds = files.path().join("credentials.json");
+    std::fs::write(
+        &creds,
+        r#"{"credentials": [{"principal": "ops", "secret": "ops-5ecret-1"},
+                            {"principal": "viewer", "secret": "viewer-5ecret-2"},
+                            {"principal": "agent", "secret": "agent-5ecret-3"}]}"#,
+    )
+    .unwrap();
+    let acls = files.path().join("acls.json");
+    std::fs::write(
+        &acls,
+        r#"{"view_state": [{"principals": {"values": ["ops", "viewer"]}}],
+            "manage_tokens": [{"principals": {"values": ["ops"]}}]}"#,
+    )
+    .unwrap();
+    let agent_cred = files.path().join("agent.json");
+    std::fs::write(
+        &agent_cred,
+        r#"{"principal": "agent", "secret": "agent-5ecret-3"}"#,
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    cairn_tests::http::set_operator(Some(basic("ops", "ops-5ecret-1")));
     let mut cluster = Cluster::start(ClusterSpec {
         tls: true,
+        master_args: vec![
+            "--allocation-interval".into(),
+            "200ms".into(),
+            "--credentials".into(),
+            path(&creds),
+            "--acls".into(),
+            path(&acls),
+        ],
+        agent_args: vec!["--credential".into(), path(&agent_cred)],
         ..ClusterSpec::default()
     })
     .await;
     let id = cluster.identity.clone().unwrap();
     let master = cluster.master_addr.clone();
+    let ca = id.cluster_dir.join("ca.crt");
     let a_id = certified_id(&agent_identity(&cluster, 0));
 
-    let out = std::process::Command::new(bin("cairn"))
-        .args(["token", "rotate", "agent", "--ttl", "1h"])
-        .env("CAIRN_MASTER", &master)
-        .env("CAIRN_CA", id.cluster_dir.join("ca.crt"))
-        .output()
-        .unwrap();
+    // Refused: anonymous (401), a principal without the grant (403), and
+    // the master token over HTTP for anyone.
+    let out = rotate(&master, &ca, "ops", "wrong");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+    let out = rotate(&master, &ca, "viewer", "viewer-5ecret-2");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+    let (status, _, _) = cairn_tests::http::post(
+        &format!("https://{master}/tokens/rotate?kind=master"),
+        &[("Authorization", &basic("ops", "ops-5ecret-1"))],
+        "",
+    )
+    .await
+    .expect("the master answers");
+    assert_eq!(status, 403);
+
+    let out = rotate(&master, &ca, "ops", "ops-5ecret-1");
     assert!(
         out.status.success(),
         "cairn token rotate: {}",
@@ -240,14 +356,14 @@ async fn a_rotated_token_stops_joining_while_joined_agents_keep_working() {
     let new_token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(new_token.starts_with("CAIRN1-agent-"), "{new_token}");
     assert_ne!(new_token, id.agent_token);
-    // Without the cluster CA the CLI cannot reach the master at all.
-    let out = std::process::Command::new(bin("cairn"))
-        .args(["token", "rotate", "agent"])
-        .env("CAIRN_MASTER", &master)
-        .env_remove("CAIRN_CA")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(
+        cairn_tls::Tokens::load(&id.cluster_dir.join("tokens.json"))
+            .unwrap()
+            .agent
+            .token,
+        new_token,
+        "the rotation is in the cluster directory"
+    );
 
     // The old token joins nothing: an agent started with it stops with
     // the reason.
@@ -255,9 +371,11 @@ async fn a_rotated_token_stops_joining_while_joined_agents_keep_working() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not the cluster's current"), "{e}");
+    let old_file = id.token_file(cluster.dir.path(), "old.token", &id.agent_token);
+    let cred = path(&agent_cred);
     let late = cluster.add_agent(
         "cpus:1;mem:512;disk:1000;ports:[32000-32099]",
-        &["--join", &id.agent_token],
+        &["--credential", &cred, "--join-file", &old_file],
     );
     wait_for(T, "the agent with the old token to stop", || {
         let running = cluster.agents[late].proc.is_running();
@@ -272,34 +390,115 @@ async fn a_rotated_token_stops_joining_while_joined_agents_keep_working() {
     );
 
     // The new token joins.
+    let new_file = id.token_file(cluster.dir.path(), "new.token", &new_token);
     cluster.add_agent(
         "cpus:1;mem:512;disk:1000;ports:[32100-32199]",
-        &["--join", &new_token],
+        &["--credential", &cred, "--join-file", &new_file],
     );
     cluster.wait_for_agents(2).await;
 
     // The agent that joined before keeps working, across a restart too:
-    // it comes back under its certified id (the rotated token still on its
-    // command line is not used: it has its certificate).
-    cluster.agents[0].proc.stop(Duration::from_secs(10));
-    cluster.agents[0].restart();
+    // it comes back under its certified id (the rotated token it was
+    // started with is not used: it has its certificate).
     let url = format!("https://{master}/state");
-    let a = a_id.clone();
-    wait_for(
-        T,
-        "the first agent to be back, active, under its id",
-        || {
+    let active = |want: bool| {
+        let url = url.clone();
+        let a = a_id.clone();
+        move || {
             let url = url.clone();
             let a = a.clone();
             async move {
                 let s = cairn_tests::http::get_json(&url).await?;
-                let slaves = s["slaves"].as_array()?;
-                let back = slaves
+                s["slaves"]
+                    .as_array()?
                     .iter()
-                    .any(|x| x["id"] == a.as_str() && x["active"] == true);
-                (back && s["activated_slaves"].as_u64()? == 2).then_some(())
+                    .any(|x| x["id"] == a.as_str() && x["active"] == want)
+                    .then_some(())
             }
-        },
+        }
+    };
+    cluster.agents[0].proc.stop(Duration::from_secs(10));
+    wait_for(T, "the first agent to be seen gone", active(false)).await;
+    cluster.agents[0].restart();
+    wait_for(
+        T,
+        "the first agent to be back, active, under its id",
+        active(true),
     )
     .await;
+    cluster.wait_for_agents(2).await;
+    drop(files);
+}
+
+/// A child process killed (and reaped) when the test ends, also on failure.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_joins_with_the_master_token_and_serves_with_the_same_ca() {
+    let cluster = Cluster::start(ClusterSpec {
+        tls: true,
+        agents: 0,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let id = cluster.identity.clone().unwrap();
+    let master = cluster.master_addr.clone();
+    let start = |dir: &std::path::Path, token: &str, log: &str| {
+        let addr = format!("127.0.0.1:{}", cairn_tests::cluster::free_port());
+        let out = std::fs::File::create(cluster.dir.path().join(log)).unwrap();
+        let child = std::process::Command::new(bin("cairn-master"))
+            .args(["--listen", &addr, "--join-master", &master, "--cluster-dir"])
+            .arg(dir)
+            .env("CAIRN_JOIN_TOKEN", token)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        (addr, Child(child))
+    };
+
+    // With the agent token a master cannot join.
+    let refused_dir = cluster.dir.path().join("refused");
+    let (_, mut refused) = start(&refused_dir, &id.agent_token, "refused.log");
+    let status = wait_for(T, "the master with an agent token to stop", || {
+        let s = refused.0.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(cluster.dir.path().join("refused.log")).unwrap();
+    assert!(log.contains("a master joins with a master token"), "{log}");
+    assert!(!refused_dir.join("ca.key").exists());
+
+    // With the master token it receives the CA, key included, and serves
+    // TLS that clients trusting the CA accept.
+    let joined_dir = cluster.dir.path().join("joined");
+    let (addr, _joined) = start(&joined_dir, &id.master_token, "joined.log");
+    let url = format!("https://{addr}/health");
+    wait_for(T, "the joined master to answer over TLS", || {
+        let url = url.clone();
+        async move {
+            cairn_tests::http::get(&url)
+                .await
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        }
+    })
+    .await;
+    for f in ["ca.crt", "ca.key"] {
+        assert_eq!(
+            std::fs::read(joined_dir.join(f)).unwrap(),
+            std::fs::read(id.cluster_dir.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let tokens = cairn_tls::Tokens::load(&joined_dir.join("tokens.json")).unwrap();
+    assert_eq!(tokens.agent.token, id.agent_token);
 }

@@ -132,8 +132,13 @@ pub struct AgentArgs {
     /// Join the cluster with this agent join token (`cairn-master init`
     /// prints it) unless already joined: the agent then speaks TLS to the
     /// master, presenting the certificate it received.
+    /// (`CAIRN_JOIN_TOKEN` or `--join-file` keep it off the command line,
+    /// which every local user can read.)
     #[arg(long, env = "CAIRN_JOIN_TOKEN", hide_env_values = true)]
     pub join: Option<String>,
+    /// A file holding the agent join token (instead of `--join`).
+    #[arg(long, conflicts_with = "join")]
+    pub join_file: Option<PathBuf>,
     /// Where the agent keeps its certificate, key and the cluster CA
     /// (default: `identity` in the work directory). An agent that has one
     /// speaks TLS to the master with it.
@@ -142,7 +147,10 @@ pub struct AgentArgs {
 }
 
 /// The agent's cluster identity: the one kept in `dir`, or a new one from
-/// joining with `token` through the leading master.
+/// joining with `token` through the leading master. A refusal that will
+/// not change by retrying (a bad or rotated token, a master without a
+/// cluster CA, a CA other than the token's) stops the agent with the
+/// reason; an unreachable master is waited for.
 async fn identity(
     dir: &std::path::Path,
     token: Option<&str>,
@@ -150,11 +158,24 @@ async fn identity(
     hostname: &str,
 ) -> Result<Option<cairn_tls::NodeIdentity>, AgentError> {
     if let Some(id) = cairn_tls::NodeIdentity::load(dir)? {
-        return Ok(Some(id));
+        return match id.role {
+            cairn_tls::Role::Agent { .. } => Ok(Some(id)),
+            cairn_tls::Role::Master => Err(AgentError::Join(format!(
+                "{} holds a master's certificate, not an agent's",
+                dir.display()
+            ))),
+        };
     }
     let Some(token) = token else {
         return Ok(None);
     };
+    let parsed: cairn_tls::Token = token.parse()?;
+    if parsed.kind != cairn_tls::TokenKind::Agent {
+        return Err(AgentError::Join(format!(
+            "an agent joins with an agent token, not a {} token",
+            parsed.kind
+        )));
+    }
     let mut leaders = cairn_model::zk::follow(master.clone());
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -166,15 +187,14 @@ async fn identity(
                     tracing::info!(agent_id = %joined.reply.agent_id, master = %leader.endpoint, "joined the cluster");
                     return Ok(Some(joined.identity));
                 }
-                // A refused token stays refused: stop with the reason.
-                Err(
-                    e @ (cairn_tls::TlsError::MalformedToken(_)
-                    | cairn_tls::TlsError::TokenRefused(_)),
-                ) => {
-                    return Err(e.into());
+                Err(e @ cairn_tls::TlsError::MalformedToken(_)) => return Err(e.into()),
+                Err(cairn_tls::TlsError::JoinRefused { code, reason, .. })
+                    if code != tonic::Code::Unavailable =>
+                {
+                    return Err(AgentError::Join(reason));
                 }
-                Err(cairn_tls::TlsError::JoinRefused { reason, .. })
-                    if reason.contains("token") =>
+                Err(cairn_tls::TlsError::Connect { reason, .. })
+                    if reason.contains("join token names") =>
                 {
                     return Err(AgentError::Join(reason));
                 }
@@ -342,11 +362,13 @@ pub async fn serve(
     let mut core = Agent::new(config, rand::random());
     // What an earlier run of this agent left: executors, tasks and
     // unacknowledged updates come back; containers it did not record go.
+    let mut recovered_id = None;
     let (checkpoint, recovery) = if args.checkpoint {
         let (log, found) = checkpoint::CheckpointLog::open(&work_dir)?;
         let containers = core.recover(Time::now(), found.records);
         if let Some(id) = core.agent_id() {
             tracing::info!(agent_id = %id, executors = containers.len(), "recovered from the checkpoint");
+            recovered_id = Some(id.to_string());
         }
         (
             Some(log),
@@ -383,6 +405,7 @@ pub async fn serve(
     tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
 
     let http_state_work_dir = work_dir.clone();
+    let work_dir_shown = work_dir.clone();
     let http_state = http::HttpState {
         handle: handle.clone(),
         launcher: launcher.clone(),
@@ -427,8 +450,29 @@ pub async fn serve(
         .identity_dir
         .clone()
         .unwrap_or_else(|| http_state_work_dir.join("identity"));
-    let tls = match identity(&identity_dir, args.join.as_deref(), &args.master, &hostname).await? {
+    let token = match &args.join_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| AgentError::Join(format!("{}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => args.join.clone(),
+    };
+    let tls = match identity(&identity_dir, token.as_deref(), &args.master, &hostname).await? {
         Some(id) => {
+            // The master admits an agent only under its certificate's id.
+            if let (cairn_tls::Role::Agent { id: certified }, Some(recovered)) =
+                (&id.role, &recovered_id)
+                && certified != recovered
+            {
+                return Err(AgentError::Join(format!(
+                    "the checkpoint in {} is agent {recovered}'s, but the certificate in {} is \
+                     agent {certified}'s; use the work directory this agent joined with",
+                    work_dir_shown.display(),
+                    identity_dir.display()
+                )));
+            }
             tracing::info!(role = ?id.role, dir = %identity_dir.display(), "speaking TLS to the master");
             Some(cairn_tls::client_config(&id.ca_pem, Some(&id))?)
         }

@@ -95,18 +95,9 @@ impl HttpClient {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let unreachable = |e: hyper_util::client::legacy::Error| {
-            use std::error::Error;
-            let mut reason = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                reason = format!("{reason}: {s}");
-                source = s.source();
-            }
-            HttpError::Unreachable {
-                url: url.to_string(),
-                reason,
-            }
+        let unreachable = |e: hyper_util::client::legacy::Error| HttpError::Unreachable {
+            url: url.to_string(),
+            reason: cairn_tls::error_chain(&e),
         };
         if url.starts_with("https://") {
             let connector = cairn_tls::https_connector(self.tls_config(url)?, false);

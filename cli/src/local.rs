@@ -161,7 +161,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 ca.display()
             );
             println!(
-                "  join:   cairn-agent --master {master_addr} --join \"$(jq -r .agent.token {})\"",
+                "  join:   CAIRN_JOIN_TOKEN=\"$(jq -r .agent.token {})\" cairn-agent --master {master_addr}",
                 dir.tokens_path().display()
             );
         }

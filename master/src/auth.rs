@@ -105,12 +105,19 @@ impl Auth {
         }
     }
 
+    /// Unlike every other action, refused without ACLs: rotation over HTTP
+    /// needs a `manage_tokens` grant (on the master's host,
+    /// `cairn-master token rotate` needs only the cluster directory).
     pub fn manage_tokens(&self, principal: Option<&str>) -> Result<(), AuthError> {
         match &self.acls {
             Some(a) => a
                 .manage_tokens(principal)
                 .map_err(|d| AuthError::Forbidden(d.to_string())),
-            None => Ok(()),
+            None => Err(AuthError::Forbidden(
+                "rotating join tokens over HTTP needs --acls granting manage_tokens \
+                 (or run `cairn-master token rotate` on a master's host)"
+                    .into(),
+            )),
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Tokens are read from the cluster directory at every join, so masters
 //! that share the directory see each other's rotations at once; a rotation
-//! is written there before it is answered.
+//! is written there before it is answered. Masters with directories of
+//! their own (joined with `--join`) do not see each other's rotations.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,7 +129,14 @@ impl pb::join_server::Join for JoinService {
                 "this master has no cluster CA (start it with --cluster-dir)",
             ));
         };
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        // Only for the log: a name, not a payload.
+        req.hostname.truncate(
+            (0..=req.hostname.len().min(255))
+                .rev()
+                .find(|i| req.hostname.is_char_boundary(*i))
+                .unwrap_or(0),
+        );
         if req.csr.len() > MAX_CSR_BYTES {
             return Err(Status::invalid_argument(format!(
                 "the certificate request is larger than {MAX_CSR_BYTES} bytes"
@@ -184,9 +192,9 @@ pub struct RotateQuery {
     ttl: Option<String>,
 }
 
-/// `POST /tokens/rotate?kind=agent|master[&ttl=24h]`: a new token of that
-/// kind, the old one refused from now on; the answer holds the new token
-/// (and is the only place it is shown besides the cluster directory).
+/// `POST /tokens/rotate?kind=agent[&ttl=24h]`: a new agent token, the old
+/// one refused from now on; the answer holds the new token (and is the only
+/// place it is shown besides the cluster directory).
 pub async fn rotate(cluster: Option<Arc<Cluster>>, q: RotateQuery) -> Response {
     let Some(cluster) = cluster else {
         return (
@@ -196,6 +204,16 @@ pub async fn rotate(cluster: Option<Arc<Cluster>>, q: RotateQuery) -> Response {
             .into_response();
     };
     let kind: TokenKind = match q.kind.parse() {
+        Ok(TokenKind::Master) => {
+            // A master token yields the CA's key: it is rotated only by
+            // whoever holds the cluster directory.
+            return (
+                StatusCode::FORBIDDEN,
+                "the master token is rotated on a master's host: \
+                 cairn-master token rotate master --cluster-dir DIR\n",
+            )
+                .into_response();
+        }
         Ok(k) => k,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };

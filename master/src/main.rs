@@ -28,11 +28,39 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
         token_ttl: std::time::Duration,
     },
+    /// The cluster's join tokens, on a master's host.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCommand {
+    /// Replace the agent or master token in the cluster directory (joins
+    /// with the old one are refused from now on); prints the new one.
+    Rotate {
+        /// agent or master.
+        kind: cairn_tls::TokenKind,
+        #[arg(long, env = "CAIRN_CLUSTER_DIR")]
+        cluster_dir: std::path::PathBuf,
+        /// How long the new token stays valid.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        ttl: std::time::Duration,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Token(TokenCommand::Rotate {
+        kind,
+        cluster_dir,
+        ttl,
+    })) = &cli.command
+    {
+        let cluster = cairn_master::join::Cluster::load(cairn_tls::ClusterDir::new(cluster_dir))?;
+        println!("{}", cluster.rotate(*kind, *ttl).await?);
+        return Ok(());
+    }
     if let Some(Command::Init {
         cluster_dir,
         name,

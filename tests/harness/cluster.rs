@@ -141,6 +141,23 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Writes `token` to `dir/name` (owner-only) for `--join-file`; the
+    /// file's path.
+    pub fn token_file(&self, dir: &std::path::Path, name: &str, token: &str) -> String {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("token file");
+        f.write_all(token.as_bytes()).expect("token file");
+        path.display().to_string()
+    }
+
     /// `cairn-master init` in `dir/cluster`.
     pub fn init(dir: &std::path::Path) -> Identity {
         let cluster_dir = dir.join("cluster");
@@ -238,9 +255,13 @@ impl Cluster {
         }
         cluster.leader().await;
         let mut extra: Vec<&str> = spec.agent_args.iter().map(String::as_str).collect();
-        let token = cluster.identity.as_ref().map(|i| i.agent_token.clone());
-        if let Some(t) = &token {
-            extra.extend(["--join", t.as_str()]);
+        // The token in a file: never on a command line others can read.
+        let token_file = cluster
+            .identity
+            .as_ref()
+            .map(|i| i.token_file(cluster.dir.path(), "agent.token", &i.agent_token));
+        if let Some(f) = &token_file {
+            extra.extend(["--join-file", f.as_str()]);
         }
         for _ in 0..spec.agents {
             cluster.add_agent(&spec.agent_resources, &extra);

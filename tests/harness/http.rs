@@ -179,12 +179,23 @@ pub async fn post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<(u16, hyper::HeaderMap, Bytes)> {
-    let client = Client::builder(TokioExecutor::new()).build_http();
     let request = async {
-        let resp = client
-            .request(post_request(url, headers, body)?)
-            .await
-            .ok()?;
+        let req = post_request(url, headers, body)?;
+        let resp = if url.starts_with("https://") {
+            let ca = CAS.read().ok()?.clone();
+            let config = cairn_tls::client_config(&ca, None).ok()?;
+            Client::builder(TokioExecutor::new())
+                .build(cairn_tls::https_connector(config, false))
+                .request(req)
+                .await
+                .ok()?
+        } else {
+            Client::builder(TokioExecutor::new())
+                .build_http()
+                .request(req)
+                .await
+                .ok()?
+        };
         let status = resp.status().as_u16();
         let h = resp.headers().clone();
         let body = resp.into_body().collect().await.ok()?.to_bytes();

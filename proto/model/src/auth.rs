@@ -260,12 +260,22 @@ impl Acls {
         self.verdict(ok, principal, "read task sandboxes".into())
     }
 
+    /// Granted only by a `manage_tokens` rule, never by `permissive`: a
+    /// join token admits nodes to the cluster.
     pub fn manage_tokens(&self, principal: Option<&str>) -> Result<(), Denied> {
         let ok = self
             .manage_tokens
             .iter()
             .any(|r| r.principals.matches(principal, false));
-        self.verdict(ok, principal, "rotate the cluster's join tokens".into())
+        if ok {
+            Ok(())
+        } else {
+            Err(Denied {
+                principal: who(principal),
+                action: "rotate the cluster's join tokens (grant it with a manage_tokens ACL)"
+                    .into(),
+            })
+        }
     }
 }
 
@@ -382,6 +392,13 @@ mod tests {
         assert!(a.run_as(Some("p"), "nobody").is_err());
         let a = acls(r#"{"permissive": true}"#);
         assert!(a.view(None).is_ok());
+        assert!(
+            a.manage_tokens(Some("p")).is_err(),
+            "permissive never grants token rotation"
+        );
+        let a = acls(r#"{"manage_tokens": [{"principals": {"values": ["ops"]}}]}"#);
+        assert!(a.manage_tokens(Some("ops")).is_ok());
+        assert!(a.manage_tokens(Some("viewer")).is_err());
     }
 
     #[test]

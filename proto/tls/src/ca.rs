@@ -287,25 +287,47 @@ fn write_public(path: &Path, text: &str) -> Result<(), TlsError> {
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let err = |e: std::io::Error| TlsError::File {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp");
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(err)?;
+    // A name of its own (never another file's leftover, whose mode could
+    // be looser), created new, its mode set whatever the umask.
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".to_string(), |n| n.to_string_lossy().into_owned());
+    let tmp = parent.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let written = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(text.as_bytes()))
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    // The rename itself is durable once the directory is.
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The masters' cluster directory: `ca.crt`, `ca.key` and `tokens.json`.
@@ -339,9 +361,10 @@ impl ClusterDir {
     }
 
     /// Keeps `ca` here (a master that joined receives the CA this way).
+    /// The key goes last: its presence marks a cluster directory.
     pub fn save_ca(&self, ca: &ClusterCa) -> Result<(), TlsError> {
-        write_private(&self.path.join("ca.key"), ca.key_pem())?;
-        write_public(&self.path.join("ca.crt"), ca.cert_pem())
+        write_public(&self.path.join("ca.crt"), ca.cert_pem())?;
+        write_private(&self.path.join("ca.key"), ca.key_pem())
     }
 }
 

@@ -49,7 +49,11 @@ pub enum TlsError {
     #[error("join token refused: {0}")]
     TokenRefused(String),
     #[error("cannot join through the master at {master}: {reason}")]
-    JoinRefused { master: String, reason: String },
+    JoinRefused {
+        master: String,
+        code: tonic::Code,
+        reason: String,
+    },
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     #[error("TLS configuration: {0}")]
@@ -69,10 +73,34 @@ impl From<rustls::Error> for TlsError {
 }
 
 /// What joining gave a node: its identity and the master's whole reply.
-#[derive(Debug)]
 pub struct Joined {
     pub identity: NodeIdentity,
     pub reply: cairn_proto::JoinReply,
+}
+
+impl std::fmt::Debug for Joined {
+    /// The reply may hold the CA's key and the tokens: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("identity", &self.identity)
+            .field("agent_id", &self.reply.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error and its sources, one line (what a refused handshake says is
+/// several levels down).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Joins the cluster through the master at `master` (`host:port`) with
@@ -92,12 +120,14 @@ pub async fn join(master: &str, token: &str, hostname: &str) -> Result<Joined, T
         .await
         .map_err(|s| TlsError::JoinRefused {
             master: master.to_string(),
+            code: s.code(),
             reason: s.message().to_string(),
         })?
         .into_inner();
     if fingerprint_of_pem(&reply.ca_pem)? != parsed.ca_fingerprint {
         return Err(TlsError::JoinRefused {
             master: master.to_string(),
+            code: tonic::Code::PermissionDenied,
             reason: "the CA it returned is not the one the token names".into(),
         });
     }

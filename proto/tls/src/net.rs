@@ -235,18 +235,9 @@ pub async fn grpc_connect(
     endpoint
         .connect_with_connector(https_connector(config, true))
         .await
-        .map_err(|e| {
-            use std::error::Error;
-            let mut reason = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                reason = format!("{reason}: {s}");
-                source = s.source();
-            }
-            TlsError::Connect {
-                addr: addr.to_string(),
-                reason,
-            }
+        .map_err(|e| TlsError::Connect {
+            addr: addr.to_string(),
+            reason: crate::error_chain(&e),
         })
 }
 
@@ -285,6 +276,9 @@ impl Drop for Listener {
 
 /// A TLS handshake not done by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many handshakes at once: past it, accepting waits, and
+/// clients that never finish theirs cannot hold every descriptor.
+const MAX_HANDSHAKES: usize = 1024;
 
 impl Listener {
     /// Accepts on `tcp`; with `tls`, every connection speaks TLS. Must be
@@ -293,8 +287,12 @@ impl Listener {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(1024);
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let task = tokio::spawn(async move {
             loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, addr) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -322,6 +320,7 @@ impl Listener {
                         let acceptor = acceptor.clone();
                         let tx = tx.clone();
                         tokio::spawn(async move {
+                            let _permit = permit;
                             let tls = match tokio::time::timeout(
                                 HANDSHAKE_TIMEOUT,
                                 acceptor.accept(stream),
@@ -346,7 +345,11 @@ impl Listener {
                                 tls: true,
                                 role,
                             };
-                            let _ = tx.send((Either::Left(tls), peer)).await;
+                            // The server takes connections as fast as it
+                            // can; one it cannot take in time is dropped.
+                            let _ = tx
+                                .send_timeout((Either::Left(tls), peer), HANDSHAKE_TIMEOUT)
+                                .await;
                         });
                     }
                 }

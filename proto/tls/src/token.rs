@@ -128,12 +128,21 @@ impl Token {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenRecord {
     /// The token, in full.
     pub token: String,
     /// Seconds since the Unix epoch after which it no longer joins.
     pub expires_at: u64,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    /// The token is a secret: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The cluster's current join tokens (`tokens.json` in the cluster
