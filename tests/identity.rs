@@ -502,3 +502,85 @@ async fn a_master_joins_with_the_master_token_and_serves_with_the_same_ca() {
     let tokens = cairn_tls::Tokens::load(&joined_dir.join("tokens.json")).unwrap();
     assert_eq!(tokens.agent.token, id.agent_token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_or_agent_without_identity_refuses_to_start_unless_told_insecure() {
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-default-")
+        .tempdir()
+        .unwrap();
+    let run = |program: &str, args: &[String], log: &str| {
+        let out = std::fs::File::create(dir.path().join(log)).unwrap();
+        let child = std::process::Command::new(bin(program))
+            .args(args)
+            .env_remove("CAIRN_JOIN_TOKEN")
+            .env_remove("CAIRN_CLUSTER_DIR")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Child(child)
+    };
+    let master_addr = format!("127.0.0.1:{}", cairn_tests::cluster::free_port());
+    let mut master = run(
+        "cairn-master",
+        &["--listen".into(), master_addr.clone()],
+        "master.log",
+    );
+    let agent_args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "--master",
+            &master_addr,
+            "--listen",
+            "127.0.0.1:0",
+            "--isolation",
+            "posix",
+            "--resources",
+            "cpus:1;mem:128",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        a.extend([
+            "--work-dir".into(),
+            dir.path().join("agent").display().to_string(),
+        ]);
+        a.extend(extra.iter().map(|s| (*s).to_string()));
+        a
+    };
+    let mut agent = run("cairn-agent", &agent_args(&[]), "agent.log");
+    for (child, log, says) in [
+        (&mut master, "master.log", "no cluster directory"),
+        (&mut agent, "agent.log", "no cluster identity"),
+    ] {
+        let status = wait_for(T, &format!("{log}'s process to refuse to start"), || {
+            let s = child.0.try_wait().ok().flatten();
+            async move { s }
+        })
+        .await;
+        assert!(!status.success());
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
+        assert!(text.contains(says), "{text}");
+    }
+
+    // Told so, both run plain: the agent registers.
+    let _master = run(
+        "cairn-master",
+        &["--listen".into(), master_addr.clone(), "--insecure".into()],
+        "master-insecure.log",
+    );
+    let _agent = run(
+        "cairn-agent",
+        &agent_args(&["--insecure"]),
+        "agent-insecure.log",
+    );
+    let url = format!("http://{master_addr}/state");
+    wait_for(T, "the insecure agent to register", || {
+        let url = url.clone();
+        async move {
+            let s = cairn_tests::http::get_json(&url).await?;
+            (s["activated_slaves"].as_u64()? == 1).then_some(())
+        }
+    })
+    .await;
+}

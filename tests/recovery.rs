@@ -88,15 +88,26 @@ async fn an_agent_killed_ten_times_keeps_its_tasks_their_pids_and_its_id() {
         })
         .await;
         // Let the workload move on before the next kill (while tasks
-        // remain).
+        // remain), and kill when the tasks launched have reached the agent:
+        // the kills are of an agent with running tasks, not a race with
+        // launches in flight (how many of those a kill catches depends only
+        // on the machine's load).
         if done_before < shorts.len() {
-            w.wait(T, "a short task to end since the last kill", |s| {
-                shorts
-                    .iter()
-                    .filter(|t| s.state(t).is_some_and(TaskState::is_terminal))
-                    .count()
-                    > done_before
-            })
+            w.wait(
+                T,
+                "a short task to end since the last kill, none in flight",
+                |s| {
+                    let ended = shorts
+                        .iter()
+                        .filter(|t| s.state(t).is_some_and(TaskState::is_terminal))
+                        .count();
+                    let in_flight = shorts
+                        .iter()
+                        .filter(|t| s.launched.contains(t.as_str()) && s.state(t).is_none())
+                        .count();
+                    ended > done_before && in_flight == 0
+                },
+            )
             .await;
         }
     }

@@ -139,6 +139,11 @@ pub struct AgentArgs {
     /// A file holding the agent join token (instead of `--join`).
     #[arg(long, conflicts_with = "join")]
     pub join_file: Option<PathBuf>,
+    /// Speak plain gRPC to a master started with `--insecure`. Without a
+    /// join token or an identity from an earlier join the agent refuses
+    /// to start unless this is given.
+    #[arg(long)]
+    pub insecure: bool,
     /// Where the agent keeps its certificate, key and the cluster CA
     /// (default: `identity` in the work directory). An agent that has one
     /// speaks TLS to the master with it.
@@ -476,7 +481,15 @@ pub async fn serve(
             tracing::info!(role = ?id.role, dir = %identity_dir.display(), "speaking TLS to the master");
             Some(cairn_tls::client_config(&id.ca_pem, Some(&id))?)
         }
-        None => None,
+        None if args.insecure => None,
+        None => {
+            return Err(AgentError::Join(
+                "no cluster identity: join with CAIRN_JOIN_TOKEN or --join-file (the master's \
+                 `cairn-master init` prints the agent token), or pass --insecure for a master \
+                 started with --insecure"
+                    .into(),
+            ));
+        }
     };
     let link = tokio::spawn(master_link::run(
         handle.clone(),

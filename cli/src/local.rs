@@ -32,12 +32,6 @@ pub struct LocalArgs {
     /// Tasks in the demo workload.
     #[arg(long, default_value_t = 20)]
     pub demo_tasks: usize,
-    /// No cluster CA: plain HTTP and gRPC, agents admitted without a
-    /// certificate. By default the local cluster is made as a real one is:
-    /// a cluster CA and join tokens (in `cluster` under the work
-    /// directory), TLS everywhere, agents joined with the agent token.
-    #[arg(long)]
-    pub insecure: bool,
     #[command(flatten)]
     pub master: MasterArgs,
 }
@@ -95,7 +89,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
     // The cluster's identity, made here unless asked not to (or given).
     let mut master_args = args.master.clone();
-    let identity = if args.insecure {
+    // By default the local cluster is made as a real one is: a cluster CA
+    // and join tokens (in `cluster` under the work directory), TLS
+    // everywhere, agents joined with the agent token. `--insecure` (the
+    // master's flag) keeps it plain.
+    let identity = if args.master.insecure {
         None
     } else {
         let dir = cairn_tls::ClusterDir::new(
@@ -136,6 +134,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             Some(share.to_string()),
         );
         agent_args.join = identity.as_ref().map(|(_, token, _)| token.clone());
+        agent_args.insecure = args.master.insecure;
         agent_args.cgroups_root = args
             .cgroups_root
             .as_ref()

@@ -151,6 +151,8 @@ impl TestCluster {
         let mut margs = cairn_master::MasterArgs::defaults();
         margs.listen = master_addr;
         margs.allocation_interval = b.allocation_interval;
+        // An in-process test cluster on loopback: no cluster CA.
+        margs.insecure = true;
         let (stop, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -177,6 +179,7 @@ impl TestCluster {
                 Some(resources),
             );
             args.isolation = b.isolation.clone();
+            args.insecure = true;
             if let Some(a) = b.attributes.get(i) {
                 args.attributes = Some(a.clone());
             }

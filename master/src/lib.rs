@@ -134,6 +134,11 @@ pub struct MasterArgs {
     /// The running master to join through (`host:port`).
     #[arg(long)]
     pub join_master: Option<String>,
+    /// Run without a cluster directory: plain HTTP and gRPC, agents
+    /// admitted without certificates. Without `--cluster-dir` the master
+    /// refuses to start unless this is given.
+    #[arg(long, conflicts_with = "cluster_dir")]
+    pub insecure: bool,
 }
 
 /// A duration in humantime or Mesos style (`5secs`, `1mins`).
@@ -273,6 +278,7 @@ impl MasterArgs {
             "subscribe_rate_limit": format!("{}/{}", self.subscribe_rate_limit.0, humantime::format_duration(self.subscribe_rate_limit.1)),
             "cluster_dir": self.cluster_dir.as_ref().map(|p| p.display().to_string()),
             "tls": self.cluster_dir.is_some(),
+            "insecure": self.insecure,
         })
     }
 }
@@ -312,6 +318,12 @@ pub enum ServeError {
     Registry(#[from] registry_store::StoreError),
     #[error(transparent)]
     Cluster(#[from] join::JoinError),
+    #[error(
+        "no cluster directory: create one with `cairn-master init --cluster-dir DIR` and start \
+         with --cluster-dir DIR (TLS, agents join with a token), or pass --insecure to run \
+         without TLS and without node authentication"
+    )]
+    NoClusterDir,
 }
 
 /// Runs a master on `listener` until `shutdown` completes. With `--zk` it
@@ -339,6 +351,9 @@ pub async fn serve(
         .hostname
         .clone()
         .unwrap_or_else(|| addr.ip().to_string());
+    if args.cluster_dir.is_none() && !args.insecure {
+        return Err(ServeError::NoClusterDir);
+    }
     let flags = Arc::new(args.flags_json(addr));
     let cluster = match &args.cluster_dir {
         Some(dir) => {

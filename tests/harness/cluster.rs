@@ -212,11 +212,12 @@ impl Cluster {
             if let Some(url) = &zk_url {
                 args.extend(["--zk".to_string(), url.clone()]);
             }
-            if let Some(id) = &identity {
-                args.extend([
+            match &identity {
+                Some(id) => args.extend([
                     "--cluster-dir".to_string(),
                     id.cluster_dir.display().to_string(),
-                ]);
+                ]),
+                None => args.push("--insecure".to_string()),
             }
             args.extend(spec.master_args.iter().cloned());
             masters.push(Restartable::spawn(
@@ -299,6 +300,9 @@ impl Cluster {
             "--cgroups-root".into(),
             self.agent_cgroups(i),
         ];
+        if self.identity.is_none() {
+            args.push("--insecure".to_string());
+        }
         args.extend(extra.iter().map(|s| (*s).to_string()));
         // Only the network namespace changes (nsenter); `ip netns exec`
         // would also remount /sys and hide the cgroup hierarchies.
