@@ -584,3 +584,72 @@ async fn a_master_or_agent_without_identity_refuses_to_start_unless_told_insecur
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_reaches_every_master_through_zookeeper() {
+    // Two masters, each with its own copy of the cluster directory (as on
+    // hosts of their own), contending through a real ZooKeeper.
+    let mut cluster = Cluster::start(ClusterSpec {
+        tls: true,
+        masters: 2,
+        ..ClusterSpec::ha(1)
+    })
+    .await;
+    let id = cluster.identity.clone().unwrap();
+    let zk = cluster.zookeeper.as_ref().unwrap().url("/cairn");
+    let tokens_node = cluster.zookeeper.as_ref().unwrap();
+    assert!(
+        tokens_node.get("/cairn-tokens").await.is_some(),
+        "the tokens are in ZooKeeper once an agent joined"
+    );
+
+    // Rotated on a host with a copy of its own: neither master's directory
+    // changes, only ZooKeeper.
+    let scratch = id.copy_to(&cluster.dir.path().join("operator-copy"));
+    let out = std::process::Command::new(bin("cairn-master"))
+        .args(["token", "rotate", "agent", "--zk", &zk, "--cluster-dir"])
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cairn-master token rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_ne!(new_token, id.agent_token);
+
+    let leader = cluster.leader_addr().await;
+    let e = cairn_tls::join(&leader, &id.agent_token, "late")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not the cluster's current"), "{e}");
+
+    // After a failover the other master, whose own directory still holds
+    // the old token, refuses it too, and takes the new one.
+    let (_, new, _) = cluster.kill_leader().await;
+    let leader = cluster.masters[new].addr.clone();
+    let e = wait_for(T, "the new leader to answer a join", || {
+        let leader = leader.clone();
+        let old = id.agent_token.clone();
+        async move {
+            match cairn_tls::join(&leader, &old, "late").await {
+                Err(e)
+                    if e.to_string().contains("UNAVAILABLE")
+                        || e.to_string().contains("not the leader")
+                        || e.to_string().contains("cannot connect") =>
+                {
+                    None
+                }
+                other => Some(other),
+            }
+        }
+    })
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("not the cluster's current"), "{e}");
+    let joined = cairn_tls::join(&leader, &new_token, "fresh")
+        .await
+        .expect("the new token joins through the new leader");
+    assert!(joined.reply.agent_id.starts_with("agent-"));
+}

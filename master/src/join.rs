@@ -2,10 +2,11 @@
 //! kept in the cluster directory, the `Join` gRPC door through which nodes
 //! get their certificates, and token rotation for operators.
 //!
-//! Tokens are read from the cluster directory at every join, so masters
-//! that share the directory see each other's rotations at once; a rotation
-//! is written there before it is answered. Masters with directories of
-//! their own (joined with `--join`) do not see each other's rotations.
+//! Tokens are read at every join: from ZooKeeper when the masters contend
+//! through it (`<zk path>-tokens`, seeded from the first master's cluster
+//! directory, rotated with a version check), so every master sees a
+//! rotation at once, whichever directory it has; otherwise from the
+//! cluster directory. A rotation is written before it is answered.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,77 @@ pub enum JoinError {
     Join { master: String, reason: String },
     #[error("{path} already holds a cluster; remove it first to make a new one")]
     Exists { path: PathBuf },
+    #[error("the join tokens in ZooKeeper at {path}: {reason}")]
+    ZooKeeper { path: String, reason: String },
+}
+
+/// The join tokens in ZooKeeper, shared by every master of the cluster.
+#[derive(Debug, Clone)]
+pub struct ZkTokens {
+    client: zookeeper_client::Client,
+    path: String,
+}
+
+static TOKENS_NODE: zookeeper_client::CreateOptions<'static> =
+    zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+
+impl ZkTokens {
+    /// `path` beside the election path (nothing but masters' nodes may live
+    /// under it): `<zk path>-tokens`.
+    pub fn new(client: zookeeper_client::Client, path: String) -> Self {
+        ZkTokens { client, path }
+    }
+
+    /// Connects on its own (`cairn-master token rotate --zk`).
+    pub async fn connect(url: &cairn_model::zk::ZkUrl) -> Result<Self, JoinError> {
+        let client = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .connect(&url.hosts)
+            .await
+            .map_err(|e| JoinError::ZooKeeper {
+                path: url.hosts.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::new(client, format!("{}-tokens", url.path)))
+    }
+
+    fn err(&self, reason: impl ToString) -> JoinError {
+        JoinError::ZooKeeper {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn load(&self) -> Result<Option<(Tokens, i32)>, JoinError> {
+        match self.client.get_data(&self.path).await {
+            Ok((data, stat)) => {
+                let tokens = serde_json::from_slice(&data).map_err(|e| self.err(e))?;
+                Ok(Some((tokens, stat.version)))
+            }
+            Err(zookeeper_client::Error::NoNode) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Whether this call created the node (another master may have).
+    async fn create(&self, tokens: &Tokens) -> Result<bool, JoinError> {
+        let data = serde_json::to_vec(tokens).map_err(|e| self.err(e))?;
+        match self.client.create(&self.path, &data, &TOKENS_NODE).await {
+            Ok(_) => Ok(true),
+            Err(zookeeper_client::Error::NodeExists) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Whether the node was still at `version` and now holds `tokens`.
+    async fn replace(&self, tokens: &Tokens, version: i32) -> Result<bool, JoinError> {
+        let data = serde_json::to_vec(tokens).map_err(|e| self.err(e))?;
+        match self.client.set_data(&self.path, &data, Some(version)).await {
+            Ok(_) => Ok(true),
+            Err(zookeeper_client::Error::BadVersion) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
 }
 
 /// A master's cluster identity.
@@ -36,6 +108,8 @@ pub struct Cluster {
     pub ca: ClusterCa,
     /// Serializes rotations (joins only read).
     rotating: tokio::sync::Mutex<()>,
+    /// With ZooKeeper: where the tokens live for every master.
+    zk: std::sync::OnceLock<ZkTokens>,
 }
 
 /// Default lifetime of a join token.
@@ -48,6 +122,7 @@ impl Cluster {
             dir,
             ca,
             rotating: tokio::sync::Mutex::new(()),
+            zk: std::sync::OnceLock::new(),
         })
     }
 
@@ -70,15 +145,54 @@ impl Cluster {
         Ok(self.ca.issue(&Role::Master, names)?)
     }
 
-    fn tokens(&self) -> Result<Tokens, TlsError> {
-        Tokens::load(&self.dir.tokens_path())
+    /// Keeps the tokens in ZooKeeper from now on (set once).
+    pub fn share_through(&self, zk: ZkTokens) {
+        let _ = self.zk.set(zk);
+    }
+
+    /// The current tokens: ZooKeeper's when shared (the first master there
+    /// seeds them from its directory), else the directory's.
+    pub async fn tokens(&self) -> Result<Tokens, JoinError> {
+        let Some(zk) = self.zk.get() else {
+            return Ok(Tokens::load(&self.dir.tokens_path())?);
+        };
+        loop {
+            if let Some((tokens, _)) = zk.load().await? {
+                return Ok(tokens);
+            }
+            let seed = Tokens::load(&self.dir.tokens_path())?;
+            if zk.create(&seed).await? {
+                tracing::info!(path = %zk.path, "join tokens shared through ZooKeeper");
+                return Ok(seed);
+            }
+        }
     }
 
     pub async fn rotate(&self, kind: TokenKind, ttl: Duration) -> Result<String, JoinError> {
         let _one = self.rotating.lock().await;
-        let mut tokens = self.tokens()?;
-        let token = tokens.rotate(kind, ttl)?;
-        tokens.save(&self.dir.tokens_path())?;
+        let token = match self.zk.get() {
+            None => {
+                let mut tokens = Tokens::load(&self.dir.tokens_path())?;
+                let token = tokens.rotate(kind, ttl)?;
+                tokens.save(&self.dir.tokens_path())?;
+                token
+            }
+            // Another master may rotate at the same moment: the version
+            // check makes one of them read again.
+            Some(zk) => loop {
+                self.tokens().await?;
+                let Some((mut tokens, version)) = zk.load().await? else {
+                    continue;
+                };
+                let token = tokens.rotate(kind, ttl)?;
+                if zk.replace(&tokens, version).await? {
+                    // The directory follows, for a master started later
+                    // without ZooKeeper.
+                    tokens.save(&self.dir.tokens_path())?;
+                    break token;
+                }
+            },
+        };
         tracing::info!(%kind, "join token rotated");
         Ok(token.to_string())
     }
@@ -142,7 +256,7 @@ impl pb::join_server::Join for JoinService {
                 "the certificate request is larger than {MAX_CSR_BYTES} bytes"
             )));
         }
-        let tokens = cluster.tokens().map_err(|e| {
+        let tokens = cluster.tokens().await.map_err(|e| {
             tracing::error!(error = %e, "cannot read the join tokens");
             Status::unavailable("the master cannot read its join tokens")
         })?;

@@ -410,6 +410,12 @@ pub async fn serve(
         .to_string();
     let zk_info = ZkMasterInfo::new(&id, &hostname, addr.ip(), addr.port());
     let election = Election::contend(&url, args.zk_session_timeout, &zk_info).await?;
+    if let Some(c) = &cluster {
+        c.share_through(join::ZkTokens::new(
+            election.client.clone(),
+            format!("{}-tokens", url.path),
+        ));
+    }
     tracing::info!(master_id = %id, %addr, zk = %url, node = %election.node, "contending for leadership");
     let (mode_tx, mode_rx) = watch::channel(Mode::Standby(None));
     let front = front(mode_rx, format!("{hostname}:{}", addr.port()));

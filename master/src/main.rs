@@ -45,6 +45,10 @@ enum TokenCommand {
         /// How long the new token stays valid.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
         ttl: std::time::Duration,
+        /// The masters' ZooKeeper (`--zk` of the masters): the tokens every
+        /// master reads live there.
+        #[arg(long)]
+        zk: Option<cairn_model::zk::ZkUrl>,
     },
 }
 
@@ -55,9 +59,13 @@ async fn main() -> anyhow::Result<()> {
         kind,
         cluster_dir,
         ttl,
+        zk,
     })) = &cli.command
     {
         let cluster = cairn_master::join::Cluster::load(cairn_tls::ClusterDir::new(cluster_dir))?;
+        if let Some(url) = zk {
+            cluster.share_through(cairn_master::join::ZkTokens::connect(url).await?);
+        }
         println!("{}", cluster.rotate(*kind, *ttl).await?);
         return Ok(());
     }

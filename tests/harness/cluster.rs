@@ -158,6 +158,15 @@ impl Identity {
         path.display().to_string()
     }
 
+    /// A copy of the cluster directory at `to` (a master's own); `to`.
+    pub fn copy_to(&self, to: &std::path::Path) -> PathBuf {
+        std::fs::create_dir_all(to).expect("cluster directory copy");
+        for f in ["ca.crt", "ca.key", "tokens.json"] {
+            std::fs::copy(self.cluster_dir.join(f), to.join(f)).expect("cluster directory copy");
+        }
+        to.to_path_buf()
+    }
+
     /// `cairn-master init` in `dir/cluster`.
     pub fn init(dir: &std::path::Path) -> Identity {
         let cluster_dir = dir.join("cluster");
@@ -213,6 +222,14 @@ impl Cluster {
                 args.extend(["--zk".to_string(), url.clone()]);
             }
             match &identity {
+                // Several masters get a directory each, as on hosts of
+                // their own: what they share goes through ZooKeeper.
+                Some(id) if spec.masters > 1 => args.extend([
+                    "--cluster-dir".to_string(),
+                    id.copy_to(&dir.path().join(format!("cluster-{i}")))
+                        .display()
+                        .to_string(),
+                ]),
                 Some(id) => args.extend([
                     "--cluster-dir".to_string(),
                     id.cluster_dir.display().to_string(),
