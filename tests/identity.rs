@@ -190,6 +190,24 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
         .to_string();
     assert!(e.contains("join token names"), "{e}");
 
+    // Join attempts are rate-limited per address (20 per 10 s by
+    // default): a burst of bad ones ends in RESOURCE_EXHAUSTED.
+    let mut exhausted = false;
+    for _ in 0..25 {
+        match cairn_tls::join(&master, &forged, "flood").await {
+            Err(cairn_tls::TlsError::JoinRefused {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            }) => {
+                exhausted = true;
+                break;
+            }
+            Err(_) => {}
+            Ok(_) => panic!("a forged token joined"),
+        }
+    }
+    assert!(exhausted, "25 joins in a row were never limited");
+
     // Frameworks reach the master over TLS, trusting the CA: a task runs
     // on the joined agent, its updates coming back over the agent's link.
     let driver =

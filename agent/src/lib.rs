@@ -193,9 +193,15 @@ async fn identity(
                     return Ok(Some(joined.identity));
                 }
                 Err(e @ cairn_tls::TlsError::MalformedToken(_)) => return Err(e.into()),
-                Err(cairn_tls::TlsError::JoinRefused { code, reason, .. })
-                    if code != tonic::Code::Unavailable =>
-                {
+                Err(cairn_tls::TlsError::JoinRefused {
+                    code:
+                        tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition,
+                    reason,
+                    ..
+                }) => {
                     return Err(AgentError::Join(reason));
                 }
                 Err(cairn_tls::TlsError::Connect { reason, .. })

@@ -227,6 +227,20 @@ pub async fn join_as_master(
 #[derive(Debug, Clone)]
 pub struct JoinService {
     pub cluster: Option<Arc<Cluster>>,
+    /// Join attempts per source address (each costs a token check and,
+    /// when admitted, a signature).
+    pub limit: Arc<std::sync::Mutex<cairn_model::auth::RateLimit>>,
+}
+
+impl JoinService {
+    pub fn new(cluster: Option<Arc<Cluster>>, limit: (u32, Duration)) -> Self {
+        JoinService {
+            cluster,
+            limit: Arc::new(std::sync::Mutex::new(cairn_model::auth::RateLimit::new(
+                limit.0, limit.1,
+            ))),
+        }
+    }
 }
 
 /// Largest certificate request accepted.
@@ -243,6 +257,20 @@ impl pb::join_server::Join for JoinService {
                 "this master has no cluster CA (start it with --cluster-dir)",
             ));
         };
+        let from = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<cairn_tls::Peer>>()
+            .map_or_else(|| "unknown".to_string(), |c| c.0.addr.ip().to_string());
+        let allowed = self
+            .limit
+            .lock()
+            .map(|mut l| l.allow(&from, std::time::Instant::now()))
+            .unwrap_or(true);
+        if !allowed {
+            return Err(Status::resource_exhausted(format!(
+                "too many joins from {from}; try again later"
+            )));
+        }
         let mut req = request.into_inner();
         // Only for the log: a name, not a payload.
         req.hostname.truncate(

@@ -134,6 +134,9 @@ pub struct MasterArgs {
     /// The running master to join through (`host:port`).
     #[arg(long)]
     pub join_master: Option<String>,
+    /// Most join attempts per source address, as a burst and per period.
+    #[arg(long, value_parser = parse_rate, default_value = "20/10s")]
+    pub join_rate_limit: (u32, Duration),
     /// Run without a cluster directory: plain HTTP and gRPC, agents
     /// admitted without certificates. Without `--cluster-dir` the master
     /// refuses to start unless this is given.
@@ -279,6 +282,7 @@ impl MasterArgs {
             "cluster_dir": self.cluster_dir.as_ref().map(|p| p.display().to_string()),
             "tls": self.cluster_dir.is_some(),
             "insecure": self.insecure,
+            "join_rate_limit": format!("{}/{}", self.join_rate_limit.0, humantime::format_duration(self.join_rate_limit.1)),
         })
     }
 }
@@ -299,6 +303,9 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// `--join-rate-limit`'s default, should the flags not say.
+const DEFAULT_JOIN_RATE: (u32, Duration) = (20, Duration::from_secs(10));
 
 /// Errors that stop the master.
 #[derive(Debug, thiserror::Error)]
@@ -614,10 +621,13 @@ fn app(
     auth: Arc<auth::Auth>,
     cluster: Option<Arc<join::Cluster>>,
 ) -> Router {
-    let join = pb::join_server::JoinServer::new(join::JoinService {
-        cluster: cluster.clone(),
-    })
-    .max_decoding_message_size(64 * 1024);
+    let join_limit = flags["join_rate_limit"]
+        .as_str()
+        .and_then(|r| parse_rate(r).ok())
+        .unwrap_or(DEFAULT_JOIN_RATE);
+    let join =
+        pb::join_server::JoinServer::new(join::JoinService::new(cluster.clone(), join_limit))
+            .max_decoding_message_size(64 * 1024);
     let scheduler = pb::scheduler_server::SchedulerServer::new(SchedulerService {
         handle: handle.clone(),
         auth: auth.clone(),
