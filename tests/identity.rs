@@ -32,18 +32,9 @@ fn certified_id(id: &cairn_tls::NodeIdentity) -> String {
     }
 }
 
-/// Opens an agent session with `config` and registers as `agent_id`; the
-/// master's answer (the first message, or the refusal).
-async fn register_as(
-    master: &str,
-    config: cairn_tls::ClientConfig,
-    agent_id: &str,
-) -> Result<pb::MasterMessage, tonic::Status> {
-    let channel = cairn_tls::grpc_connect(master, config, Duration::from_secs(5))
-        .await
-        .expect("TLS to the master");
-    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
-    let register = pb::AgentMessage {
+/// A REGISTER of a made-up agent claiming `agent_id`.
+fn register_message(agent_id: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
         message: Some(pb::agent_message::Message::Register(pb::RegisterAgent {
             agent_id: agent_id.to_string(),
             info: Some(pb::AgentInfo {
@@ -56,7 +47,21 @@ async fn register_as(
             }),
             ..Default::default()
         })),
-    };
+    }
+}
+
+/// Opens an agent session with `config` and registers as `agent_id`; the
+/// master's answer (the first message, or the refusal).
+async fn register_as(
+    master: &str,
+    config: cairn_tls::ClientConfig,
+    agent_id: &str,
+) -> Result<pb::MasterMessage, tonic::Status> {
+    let channel = cairn_tls::grpc_connect(master, config, Duration::from_secs(5))
+        .await
+        .expect("TLS to the master");
+    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
+    let register = register_message(agent_id);
     let mut inbound = client
         .session(tokio_stream::iter(vec![register]))
         .await?
@@ -670,4 +675,115 @@ async fn a_rotation_reaches_every_master_through_zookeeper() {
         .await
         .expect("the new token joins through the new leader");
     assert!(joined.reply.agent_id.starts_with("agent-"));
+}
+
+/// The value of counter `name` in the master's `/metrics`.
+async fn counter(master: &str, name: &str) -> Option<f64> {
+    let (_, body) = cairn_tests::http::get(&format!("https://{master}/metrics")).await?;
+    String::from_utf8_lossy(&body).lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_a_holding_its_own_session_cannot_report_for_agent_b_s_tasks() {
+    let cluster = Cluster::start(ClusterSpec {
+        tls: true,
+        agents: 2,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let id = cluster.identity.clone().unwrap();
+    let master = cluster.master_addr.clone();
+    let a = agent_identity(&cluster, 0);
+    let b_id = certified_id(&agent_identity(&cluster, 1));
+
+    // A task runs on agent B.
+    let driver = SchedulerDriver::new(&master, FrameworkInfo::new("victim", "nobody"))
+        .cluster_ca(&id.ca_pem);
+    let mut fw = TestFramework::start_driver(driver).await;
+    let mut on_b = None;
+    for _ in 0..20 {
+        if let Some(o) = fw
+            .offers(T)
+            .await
+            .into_iter()
+            .find(|o| o.agent_id.as_str() == b_id)
+        {
+            on_b = Some(o);
+            break;
+        }
+    }
+    let offer = on_b.expect("an offer of agent B");
+    let t = TaskBuilder::new("on-b")
+        .cpus(0.1)
+        .mem(16.0)
+        .shell("sleep 600")
+        .build(&offer.agent_id)
+        .unwrap();
+    fw.driver.launch(&offer, vec![t]).await.unwrap();
+    fw.update("on-b", T, |s| s.state == TaskState::Running)
+        .await;
+    let refused_before = counter(&master, "cairn_status_updates_refused_total")
+        .await
+        .unwrap_or(0.0);
+
+    // A session under A's own certificate (its id) claims B's task failed.
+    let channel = cairn_tls::grpc_connect(
+        &master,
+        cairn_tls::client_config(&id.ca_pem, Some(&a)).unwrap(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(register_message(&certified_id(&a))).await.unwrap();
+    let mut inbound = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("A may hold a session as A")
+        .into_inner();
+    let registered = tokio::time::timeout(T, inbound.message())
+        .await
+        .expect("an answer to REGISTER")
+        .expect("the session stays up");
+    assert!(registered.is_some());
+    for claimed in ["", b_id.as_str()] {
+        tx.send(pb::AgentMessage {
+            message: Some(pb::agent_message::Message::StatusUpdate(pb::StatusUpdate {
+                framework_id: fw.id.to_string(),
+                status: Some(pb::TaskStatus {
+                    task_id: "on-b".into(),
+                    state: pb::TaskState::TaskFailed as i32,
+                    message: "forged".into(),
+                    source: pb::Source::Agent as i32,
+                    agent_id: claimed.into(),
+                    uuid: vec![7; 16],
+                    ..Default::default()
+                }),
+            })),
+        })
+        .await
+        .unwrap();
+    }
+    wait_for(T, "the master to refuse both forged updates", || {
+        let master = master.clone();
+        async move {
+            let now = counter(&master, "cairn_status_updates_refused_total").await?;
+            (now >= refused_before + 2.0).then_some(())
+        }
+    })
+    .await;
+    let state = cluster.state().await;
+    let task = state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .find(|t| t["id"] == "on-b")
+        .expect("the task is still listed as running");
+    assert_eq!(task["state"], "TASK_RUNNING");
+    assert_eq!(task["slave_id"], b_id.as_str());
 }
