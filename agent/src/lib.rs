@@ -415,8 +415,8 @@ pub async fn serve(
     );
     tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
 
-    let http_state_work_dir = work_dir.clone();
-    let work_dir_shown = work_dir.clone();
+    // Kept for the identity below (the HTTP state takes the original).
+    let identity_base = work_dir.clone();
     let http_state = http::HttpState {
         handle: handle.clone(),
         launcher: launcher.clone(),
@@ -460,7 +460,7 @@ pub async fn serve(
     let identity_dir = args
         .identity_dir
         .clone()
-        .unwrap_or_else(|| http_state_work_dir.join("identity"));
+        .unwrap_or_else(|| identity_base.join("identity"));
     let token = match &args.join_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -480,7 +480,7 @@ pub async fn serve(
                 return Err(AgentError::Join(format!(
                     "the checkpoint in {} is agent {recovered}'s, but the certificate in {} is \
                      agent {certified}'s; use the work directory this agent joined with",
-                    work_dir_shown.display(),
+                    identity_base.display(),
                     identity_dir.display()
                 )));
             }

@@ -304,9 +304,6 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// `--join-rate-limit`'s default, should the flags not say.
-const DEFAULT_JOIN_RATE: (u32, Duration) = (20, Duration::from_secs(10));
-
 /// Errors that stop the master.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -400,7 +397,7 @@ pub async fn serve(
         let store: Arc<dyn registry_store::RegistryStore> =
             Arc::new(registry_store::MemoryStore::default());
         let (handle, _driver) = driver::spawn(core, info, store);
-        let app = app(handle, flags, false, auth, cluster);
+        let app = app(handle, flags, false, auth, cluster, args.join_rate_limit);
         return tokio::select! {
             r = axum::serve(listener, app.into_make_service_with_connect_info::<cairn_tls::Peer>()) => r.map_err(ServeError::Server),
             () = shutdown => {
@@ -471,6 +468,7 @@ pub async fn serve(
             true,
             auth.clone(),
             cluster.clone(),
+            args.join_rate_limit,
         )));
         let _ = driver.await;
         Ok::<(), ServeError>(())
@@ -620,11 +618,8 @@ fn app(
     zk: bool,
     auth: Arc<auth::Auth>,
     cluster: Option<Arc<join::Cluster>>,
+    join_limit: (u32, Duration),
 ) -> Router {
-    let join_limit = flags["join_rate_limit"]
-        .as_str()
-        .and_then(|r| parse_rate(r).ok())
-        .unwrap_or(DEFAULT_JOIN_RATE);
     let join =
         pb::join_server::JoinServer::new(join::JoinService::new(cluster.clone(), join_limit))
             .max_decoding_message_size(64 * 1024);

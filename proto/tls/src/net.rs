@@ -207,6 +207,15 @@ pub fn https_connector(mut config: ClientConfig, http2: bool) -> HttpsConnector 
     }
 }
 
+fn endpoint(addr: &str, connect_timeout: Duration) -> Result<tonic::transport::Endpoint, TlsError> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| TlsError::Config(format!("{addr:?} is not an address: {e}")))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true),
+    )
+}
+
 /// A lazily connecting gRPC channel to the master at `addr` (`host:port`)
 /// over TLS with `config`.
 pub fn grpc_channel(
@@ -214,11 +223,7 @@ pub fn grpc_channel(
     config: ClientConfig,
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, TlsError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-        .map_err(|e| TlsError::Config(format!("{addr:?} is not an address: {e}")))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_with_connector_lazy(https_connector(config, true)))
+    Ok(endpoint(addr, connect_timeout)?.connect_with_connector_lazy(https_connector(config, true)))
 }
 
 /// A gRPC channel to the master at `addr`, connected (TLS handshake
@@ -228,11 +233,7 @@ pub async fn grpc_connect(
     config: ClientConfig,
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, TlsError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-        .map_err(|e| TlsError::Config(format!("{addr:?} is not an address: {e}")))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true);
-    endpoint
+    endpoint(addr, connect_timeout)?
         .connect_with_connector(https_connector(config, true))
         .await
         .map_err(|e| TlsError::Connect {
