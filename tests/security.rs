@@ -338,9 +338,15 @@ async fn principals_roles_task_users_teardowns_and_sandboxes_are_authorized() {
     let via_master = format!("http://{master}/files/read?agent_id={agent_id}&path={file}&offset=0");
     let (status, _) = get_as(&via_master, Some(&viewer())).await.unwrap();
     assert_eq!(status, 403, "viewers may not read sandboxes");
-    let (status, body) = get_as(&via_master, Some(&ops())).await.unwrap();
-    assert_eq!(status, 200);
-    assert!(String::from_utf8_lossy(&body).contains("sandbox-line"));
+    // RUNNING comes as the shell starts; its echo may land a moment later.
+    wait_for(T, "the task's line through the master", || async {
+        let (status, body) = get_as(&via_master, Some(&ops())).await?;
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body)
+            .contains("sandbox-line")
+            .then_some(())
+    })
+    .await;
     let on_agent = format!(
         "http://{}/files/read?path={file}&offset=0",
         cluster.agents[0].addr
