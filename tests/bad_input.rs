@@ -152,7 +152,7 @@ async fn malformed_calls_get_clear_errors_and_change_nothing() {
                 hostname: "evil".into(),
                 address: "127.0.0.1:1".into(),
                 resources: vec![scalar("cpus", -4.0)],
-                attributes: vec![],
+                ..Default::default()
             }),
             tasks: vec![],
             frameworks: vec![],

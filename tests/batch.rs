@@ -15,9 +15,14 @@ use serde_json::Value;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Runs `cairn-batch run` to its end; returns its exit code, output, and
-/// the JSON report.
-async fn run_batch(master: &str, dir: &Path, job: &str, extra: &[&str]) -> (i32, String, Value) {
+/// Runs `cairn-batch run` against `cluster` to its end (trusting its CA
+/// when it has one); returns its exit code, output, and the JSON report.
+async fn run_batch(
+    cluster: &Cluster,
+    dir: &Path,
+    job: &str,
+    extra: &[&str],
+) -> (i32, String, Value) {
     let job_file = dir.join("job.toml");
     std::fs::write(&job_file, job).unwrap();
     let report = dir.join("report.json");
@@ -25,11 +30,14 @@ async fn run_batch(master: &str, dir: &Path, job: &str, extra: &[&str]) -> (i32,
     let mut cmd = tokio::process::Command::new(bin("cairn-batch"));
     cmd.arg("run")
         .arg(&job_file)
-        .args(["--master", master, "--quiet", "--report-json"])
+        .args(["--master", &cluster.master_addr, "--quiet", "--report-json"])
         .arg(&report)
         .args(extra)
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(id) = &cluster.identity {
+        cmd.env("CAIRN_CA", id.cluster_dir.join("ca.crt"));
+    }
     let out = tokio::time::timeout(JOB_TIMEOUT, cmd.output())
         .await
         .expect("the job ends in time")
@@ -93,7 +101,7 @@ async fn a_three_stage_job_of_100_tasks_succeeds_and_a_task_that_fails_once_is_r
         "#,
         flag = flag.display()
     );
-    let (code, out, report) = run_batch(&cluster.master_addr, dir.path(), &job, &[]).await;
+    let (code, out, report) = run_batch(&cluster, dir.path(), &job, &[]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("job etl succeeded"), "{out}");
     assert_eq!(report["succeeded"], true);
@@ -163,7 +171,7 @@ async fn a_task_that_always_fails_fails_the_job_with_a_clear_report() {
         tasks = 3
         command = "true"
     "#;
-    let (code, out, report) = run_batch(&cluster.master_addr, dir.path(), job, &[]).await;
+    let (code, out, report) = run_batch(&cluster, dir.path(), job, &[]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("job doomed FAILED"), "{out}");
     assert!(
@@ -178,9 +186,12 @@ async fn a_task_that_always_fails_fails_the_job_with_a_clear_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coarse_grained_mode_runs_500_tasks_with_one_executor_per_agent() {
+async fn coarse_grained_mode_runs_500_tasks_with_one_executor_per_agent_over_tls() {
+    // With the cluster's identity: the framework's own executors (the SDK's)
+    // reach their agents over TLS, verifying each agent's certificate.
     let cluster = Cluster::start(ClusterSpec {
         agents: 3,
+        tls: true,
         ..ClusterSpec::default()
     })
     .await;
@@ -193,7 +204,7 @@ async fn coarse_grained_mode_runs_500_tasks_with_one_executor_per_agent() {
         tasks = 500
         command = "echo {index}"
     "#;
-    let (code, out, report) = run_batch(&cluster.master_addr, dir.path(), job, &[]).await;
+    let (code, out, report) = run_batch(&cluster, dir.path(), job, &[]).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(stage(&report, "many")["finished"], 500);
     let tasks = all_tasks(&cluster.state().await);
@@ -254,7 +265,7 @@ async fn a_stage_preferring_agents_runs_all_its_tasks_on_them() {
         command = "sleep 0.1"
         prefer = { attribute = "rack:r1", wait = "60s" }
     "#;
-    let (code, out, report) = run_batch(&cluster.master_addr, dir.path(), job, &[]).await;
+    let (code, out, report) = run_batch(&cluster, dir.path(), job, &[]).await;
     assert_eq!(code, 0, "{out}");
     let state = cluster.state().await;
     let r1: Vec<String> = state["slaves"]

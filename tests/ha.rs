@@ -417,6 +417,7 @@ async fn the_registry_refuses_writes_from_a_master_whose_election_node_is_gone()
         address: "127.0.0.1:1".into(),
         resources: cairn_model::Resources::parse("cpus:1;mem:10").unwrap(),
         attributes: vec![],
+        tls: false,
     };
     let id = cairn_model::AgentId::new("a1");
     store

@@ -3,7 +3,8 @@
 //! pin the CA, get a certificate naming their id, and may speak only for
 //! that id; an agent's certificate cannot pass for a master's; rotated
 //! tokens stop joining while joined agents keep working; frameworks reach
-//! the master over TLS; tokens appear in no output.
+//! the master over TLS; agents serve their own API (executors, sandbox
+//! files) over TLS only, under their own id; tokens appear in no output.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,6 +73,76 @@ async fn register_as(
         Ok(Err(s)) => Err(s),
         Err(_) => Err(tonic::Status::deadline_exceeded("no answer")),
     }
+}
+
+/// `method` `https://{addr}{path}` on an agent with a JSON `body`,
+/// accepting only a certificate of the cluster CA naming `expect`; the
+/// status, or why it failed.
+async fn agent_request(
+    addr: &str,
+    ca: &str,
+    expect: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<u16, String> {
+    use hyper_util::client::legacy::Client;
+    let config = cairn_tls::agent_client_config(ca, None, expect).unwrap();
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(cairn_tls::agent_https_connector(
+            config, false,
+        ));
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("https://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    match tokio::time::timeout(T, client.request(req)).await {
+        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+        Ok(Err(e)) => Err(cairn_tls::error_chain(&e)),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+async fn agent_get(addr: &str, ca: &str, expect: &str, path: &str) -> Result<u16, String> {
+    agent_request(addr, ca, expect, "GET", path, "").await
+}
+
+/// Opens an executor session with agent `agent_id` at `addr` as executor
+/// `executor_id` of `framework_id`, presenting `token`; the session's
+/// first answer.
+async fn executor_session(
+    addr: &str,
+    ca: &str,
+    agent_id: &str,
+    framework_id: &str,
+    executor_id: &str,
+    token: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let config = cairn_tls::agent_client_config(ca, None, agent_id).unwrap();
+    let channel = cairn_tls::agent_grpc_connect(addr, config, Duration::from_secs(5))
+        .await
+        .expect("TLS to the agent");
+    let mut client = pb::executor_link_client::ExecutorLinkClient::new(channel);
+    let subscribe = pb::ExecutorMessage {
+        message: Some(pb::executor_message::Message::Subscribe(
+            pb::ExecutorSubscribe {
+                framework_id: framework_id.into(),
+                executor_id: executor_id.into(),
+                unacknowledged_updates: vec![],
+            },
+        )),
+    };
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![subscribe]));
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    client.session(request).await.map(|_| ())
 }
 
 /// A TLS server on loopback presenting `identity`'s certificate: what
@@ -264,6 +335,98 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
         "the task printed its environment: {env}"
     );
     seen.push_str(&env);
+
+    // The agent's own API (which the master's /files proxy above and the
+    // task's executor used) speaks TLS only, under the agent's certificate:
+    // plain HTTP gets nothing, a client verifying masters refuses it, one
+    // expecting another agent's id refuses it, one expecting A's gets A.
+    let agent_addr = cluster.agents[0].addr.clone();
+    assert_eq!(
+        cairn_tests::http::get(&format!("http://{agent_addr}/health")).await,
+        None,
+        "the agent answered plain HTTP"
+    );
+    assert_eq!(
+        cairn_tests::http::get(&format!("https://{agent_addr}/health")).await,
+        None,
+        "the agent passed for a master"
+    );
+    let e = agent_get(&agent_addr, &id.ca_pem, "agent-b0b", "/health")
+        .await
+        .unwrap_err();
+    assert!(e.contains("not agent agent-b0b"), "{e}");
+    assert_eq!(
+        agent_get(&agent_addr, &id.ca_pem, &a_id, "/health").await,
+        Ok(200)
+    );
+    let e = agent_get(&master, &id.ca_pem, &a_id, "/health")
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("certificate"),
+        "the master passed for agent A: {e}"
+    );
+
+    // Executors authenticate to the agent with their own token (which the
+    // task above did not see): none, or another executor's, is refused on
+    // the native link and on the Mesos executor API.
+    assert!(
+        !env.contains(cairn_tls::EXECUTOR_TOKEN_ENV),
+        "the task saw its executor's token: {env}"
+    );
+    assert!(env.contains(cairn_tls::AGENT_CA_ENV), "{env}");
+    let fw_id = fw.id.to_string();
+    let e = executor_session(&agent_addr, &id.ca_pem, &a_id, &fw_id, "over-tls", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let key =
+        cairn_tls::ExecutorKey::load_or_create(&cluster.agents[0].work_dir().join("identity"))
+            .unwrap();
+    let other = key.token(&fw_id, "another-executor");
+    let e = executor_session(
+        &agent_addr,
+        &id.ca_pem,
+        &a_id,
+        &fw_id,
+        "over-tls",
+        Some(&other),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let own = key.token(&fw_id, "over-tls");
+    if let Err(e) = executor_session(
+        &agent_addr,
+        &id.ca_pem,
+        &a_id,
+        &fw_id,
+        "over-tls",
+        Some(&own),
+    )
+    .await
+    {
+        assert_ne!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    }
+    let call = serde_json::json!({
+        "type": "SUBSCRIBE",
+        "framework_id": {"value": fw_id},
+        "executor_id": {"value": "over-tls"},
+        "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []},
+    })
+    .to_string();
+    assert_eq!(
+        agent_request(
+            &agent_addr,
+            &id.ca_pem,
+            &a_id,
+            "POST",
+            "/api/v1/executor",
+            &call
+        )
+        .await,
+        Ok(401)
+    );
     // Every log of the run, whole.
     for entry in std::fs::read_dir(cluster.dir.path()).unwrap() {
         let path = entry.unwrap().path();

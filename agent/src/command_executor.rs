@@ -74,8 +74,14 @@ pub fn main() -> Result<(), ExecutorError> {
         .enable_all()
         .build()
         .map_err(ExecutorError::Runtime)?;
+    let tls = cairn_tls::executor_tls_from_env().map_err(|e| ExecutorError::BadEnv {
+        name: cairn_tls::AGENT_CA_ENV,
+        reason: e.to_string(),
+    })?;
     let mut ex = CommandExecutor {
         endpoint,
+        tls,
+        token: cairn_tls::ExecutorToken::from_env(),
         framework_id,
         executor_id,
         sandbox,
@@ -103,6 +109,10 @@ struct RunningTask {
 
 struct CommandExecutor {
     endpoint: String,
+    /// With an agent that serves TLS: verifying that agent.
+    tls: Option<cairn_tls::ClientConfig>,
+    /// This executor's token, for an agent that authenticates executors.
+    token: Option<cairn_tls::ExecutorToken>,
     framework_id: FrameworkId,
     executor_id: ExecutorId,
     sandbox: PathBuf,
@@ -189,11 +199,10 @@ impl CommandExecutor {
         exit_tx: &mpsc::Sender<Exit>,
         exit_rx: &mut mpsc::Receiver<Exit>,
     ) -> Result<Step, tonic::Status> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoint))
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let channel =
+            cairn_tls::agent_channel(&self.endpoint, self.tls.as_ref(), Duration::from_secs(10))
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = pb::executor_link_client::ExecutorLinkClient::new(channel);
         let (tx, rx) = mpsc::channel(64);
         let subscribe = pb::ExecutorMessage {
@@ -206,7 +215,11 @@ impl CommandExecutor {
             )),
         };
         let _ = tx.send(subscribe).await;
-        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = &self.token {
+            token.attach(&mut request);
+        }
+        let mut inbound = client.session(request).await?.into_inner();
         self.subscribed = true;
         loop {
             if self.terminal_sent && self.unacked.is_empty() {
@@ -516,7 +529,9 @@ fn spawn_task(
             Ok(std::process::Stdio::piped())
         }
     };
+    // The executor's token is its own: the task never sees it.
     cmd.current_dir(sandbox)
+        .env_remove(cairn_tls::EXECUTOR_TOKEN_ENV)
         .envs(c.environment.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(output("stdout")?)

@@ -67,6 +67,12 @@ pub struct ExecutorLaunch {
     pub allow_root_tasks: bool,
     /// See `AgentArgs::task_log_max_size`.
     pub task_log_max_size: u64,
+    /// The cluster CA (PEM) when the agent serves TLS: executors get it in
+    /// [`cairn_tls::AGENT_CA_ENV`] to verify the agent they connect back to.
+    pub agent_ca: Option<String>,
+    /// With TLS: the key executors' tokens are made with (each executor
+    /// gets its own in [`cairn_tls::EXECUTOR_TOKEN_ENV`]).
+    pub executor_key: Option<Arc<cairn_tls::ExecutorKey>>,
 }
 
 #[derive(Clone, Debug)]
@@ -515,6 +521,11 @@ impl Driver {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
+        let token = self
+            .exec
+            .executor_key
+            .as_ref()
+            .map(|key| key.token(&framework_id, spec.executor_id.as_str()));
         let sandbox_str = sandbox.display().to_string();
         let mut env = vec![
             (
@@ -546,6 +557,12 @@ impl Driver {
                 self.exec.task_log_max_size.to_string(),
             ),
         ];
+        if let Some(ca) = &self.exec.agent_ca {
+            env.push((cairn_tls::AGENT_CA_ENV.into(), ca.clone()));
+        }
+        if let Some(token) = token {
+            env.push((cairn_tls::EXECUTOR_TOKEN_ENV.into(), token));
+        }
         // The command executor (this binary), or the framework's own
         // executor command, run as Mesos runs it. The latter starts behind
         // this binary's `container-exec`, which sets the container up (as

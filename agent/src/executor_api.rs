@@ -19,6 +19,8 @@ const MAX_MESSAGE_DATA: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ExecutorLinkService {
     pub handle: Handle,
+    /// With TLS: a session must carry its executor's token.
+    pub key: Option<std::sync::Arc<cairn_tls::ExecutorKey>>,
 }
 
 type EventStream = NotifyOnDrop<ReceiverStream<Result<pb::ExecutorEvent, Status>>>;
@@ -35,6 +37,11 @@ impl pb::executor_link_server::ExecutorLink for ExecutorLinkService {
         &self,
         request: Request<Streaming<pb::ExecutorMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -49,6 +56,14 @@ impl pb::executor_link_server::ExecutorLink for ExecutorLinkService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let executor_id = ExecutorId::parse("subscribe.executor_id", &sub.executor_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(key) = &self.key {
+            key.verify(
+                authorization.as_deref(),
+                framework_id.as_str(),
+                executor_id.as_str(),
+            )
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        }
         let conn = self.handle.new_conn();
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         self.handle

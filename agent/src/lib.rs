@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use cairn_agent_core::{Agent, AgentConfig, RetryPolicy};
 use cairn_model::zk::MasterAddr;
 use cairn_model::{AgentInfo, ContainerId, Resources, Time, parse_attributes};
@@ -350,6 +349,7 @@ pub async fn serve(
         address: addr.to_string(),
         resources: resources.clone(),
         attributes,
+        tls: false,
     };
     let config = AgentConfig {
         retry: RetryPolicy {
@@ -399,6 +399,63 @@ pub async fn serve(
     for id in launcher.cleanup_orphans(&keep) {
         tracing::info!(container_id = %id, "removed a container the checkpoint does not know");
     }
+    let identity_dir = args
+        .identity_dir
+        .clone()
+        .unwrap_or_else(|| work_dir.join("identity"));
+    let token = match &args.join_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| AgentError::Join(format!("{}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => args.join.clone(),
+    };
+    let identity = match identity(&identity_dir, token.as_deref(), &args.master, &hostname).await? {
+        Some(id) => {
+            // The master admits an agent only under its certificate's id.
+            if let (cairn_tls::Role::Agent { id: certified }, Some(recovered)) =
+                (&id.role, &recovered_id)
+                && certified != recovered
+            {
+                return Err(AgentError::Join(format!(
+                    "the checkpoint in {} is agent {recovered}'s, but the certificate in {} is \
+                     agent {certified}'s; use the work directory this agent joined with",
+                    work_dir.display(),
+                    identity_dir.display()
+                )));
+            }
+            tracing::info!(role = ?id.role, dir = %identity_dir.display(), "speaking TLS to the master and serving TLS");
+            Some(id)
+        }
+        None if args.insecure => None,
+        None => {
+            return Err(AgentError::Join(
+                "no cluster identity: join with CAIRN_JOIN_TOKEN or --join-file (the master's \
+                 `cairn-master init` prints the agent token), or pass --insecure for a master \
+                 started with --insecure"
+                    .into(),
+            ));
+        }
+    };
+    // With an identity the agent's own API (executors, sandbox files) is
+    // TLS only, under its certificate; executors verify it with the CA.
+    let (tls, server_tls) = match &identity {
+        Some(id) => (
+            Some(cairn_tls::client_config(&id.ca_pem, Some(id))?),
+            Some(cairn_tls::server_config(id)?),
+        ),
+        None => (None, None),
+    };
+    // With an identity executors authenticate too: each gets a token (kept
+    // verifiable across restarts by a key in the identity directory).
+    let executor_key = match &identity {
+        Some(_) => Some(Arc::new(cairn_tls::ExecutorKey::load_or_create(
+            &identity_dir,
+        )?)),
+        None => None,
+    };
     let (handle, _driver) = driver::spawn(
         core,
         launcher.clone(),
@@ -409,14 +466,14 @@ pub async fn serve(
             agent_endpoint: addr.to_string(),
             allow_root_tasks: args.allow_root_tasks,
             task_log_max_size: args.task_log_max_size,
+            agent_ca: identity.as_ref().map(|id| id.ca_pem.clone()),
+            executor_key: executor_key.clone(),
         },
         checkpoint,
         recovery,
     );
     tracing::info!(%addr, master = %args.master, isolation = launcher.name(), %resources, "agent listening");
 
-    // Kept for the identity below (the HTTP state takes the original).
-    let identity_base = work_dir.clone();
     let http_state = http::HttpState {
         handle: handle.clone(),
         launcher: launcher.clone(),
@@ -435,6 +492,7 @@ pub async fn serve(
     let executors =
         pb::executor_link_server::ExecutorLinkServer::new(executor_api::ExecutorLinkService {
             handle: handle.clone(),
+            key: executor_key.clone(),
         });
     let to_tonic = |r: axum::http::Request<axum::body::Body>| r.map(tonic::body::Body::new);
     let door = mesos_executor::ExecutorDoor {
@@ -442,6 +500,7 @@ pub async fn serve(
         subscribed: mesos_executor::Subscribed::default(),
         endpoint: addr.to_string(),
         hostname: hostname.clone(),
+        key: executor_key,
     };
     let mesos = axum::routing::post(mesos_executor::executor_api).with_state(door);
     // The gate covers the operator endpoints only: executors' endpoints
@@ -457,46 +516,6 @@ pub async fn serve(
         ),
         executors.map_request(to_tonic),
     );
-    let identity_dir = args
-        .identity_dir
-        .clone()
-        .unwrap_or_else(|| identity_base.join("identity"));
-    let token = match &args.join_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| AgentError::Join(format!("{}: {e}", path.display())))?
-                .trim()
-                .to_string(),
-        ),
-        None => args.join.clone(),
-    };
-    let tls = match identity(&identity_dir, token.as_deref(), &args.master, &hostname).await? {
-        Some(id) => {
-            // The master admits an agent only under its certificate's id.
-            if let (cairn_tls::Role::Agent { id: certified }, Some(recovered)) =
-                (&id.role, &recovered_id)
-                && certified != recovered
-            {
-                return Err(AgentError::Join(format!(
-                    "the checkpoint in {} is agent {recovered}'s, but the certificate in {} is \
-                     agent {certified}'s; use the work directory this agent joined with",
-                    identity_base.display(),
-                    identity_dir.display()
-                )));
-            }
-            tracing::info!(role = ?id.role, dir = %identity_dir.display(), "speaking TLS to the master");
-            Some(cairn_tls::client_config(&id.ca_pem, Some(&id))?)
-        }
-        None if args.insecure => None,
-        None => {
-            return Err(AgentError::Join(
-                "no cluster identity: join with CAIRN_JOIN_TOKEN or --join-file (the master's \
-                 `cairn-master init` prints the agent token), or pass --insecure for a master \
-                 started with --insecure"
-                    .into(),
-            ));
-        }
-    };
     let link = tokio::spawn(master_link::run(
         handle.clone(),
         args.master.clone(),
@@ -510,11 +529,9 @@ pub async fn serve(
             .as_ref()
             .map(|c| cairn_model::auth::basic_value(&c.principal, &c.secret)),
     ));
-    // No Nagle (see the master): executors and the files API trade small
-    // messages.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // No Nagle (the listener sets none; see the master): executors and the
+    // files API trade small messages.
+    let listener = cairn_tls::Listener::new(listener, server_tls).map_err(AgentError::LocalAddr)?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     shutdown.await;
     tracing::info!("agent stopping: ending every executor");

@@ -43,6 +43,8 @@ pub struct ExecutorDoor {
     /// `ip:port` of this agent, and its hostname.
     pub endpoint: String,
     pub hostname: String,
+    /// With TLS: every call must carry its executor's token.
+    pub key: Option<std::sync::Arc<cairn_tls::ExecutorKey>>,
 }
 
 impl ExecutorDoor {
@@ -163,6 +165,16 @@ pub async fn executor_api(
         Ok(x) => x,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    // Every call speaks for the executor it names: only with that
+    // executor's token (Mesos answers 401 the same way).
+    if let Some(key) = &door.key {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = key.verify(authorization, framework_id.as_str(), executor_id.as_str()) {
+            return error(StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    }
     match call.get("type").and_then(Value::as_str) {
         Some("SUBSCRIBE") => subscribe(door, framework_id, executor_id, &call).await,
         Some("UPDATE") => {

@@ -60,6 +60,7 @@ fn sim_info(i: usize, resources: &Resources) -> AgentInfo {
         address: "127.0.0.1:9".into(),
         resources: resources.clone(),
         attributes: Vec::new(),
+        tls: false,
     }
 }
 

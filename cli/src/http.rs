@@ -28,7 +28,7 @@ pub struct HttpClient {
     client: Client<HttpConnector, Empty<Bytes>>,
     /// With `CAIRN_CA` (the cluster CA's certificate): HTTPS to masters,
     /// trusting only masters that CA certified; or why it cannot be read.
-    tls: Option<Result<cairn_tls::ClientConfig, String>>,
+    tls: Option<Result<(String, cairn_tls::ClientConfig), String>>,
     /// HTTP Basic of `CAIRN_PRINCIPAL` and `CAIRN_SECRET`, when both are set.
     authorization: Option<String>,
 }
@@ -53,7 +53,9 @@ impl HttpClient {
             std::fs::read_to_string(&path)
                 .map_err(|e| format!("CAIRN_CA {}: {e}", std::path::Path::new(&path).display()))
                 .and_then(|pem| {
-                    cairn_tls::client_config(&pem, None).map_err(|e| format!("CAIRN_CA: {e}"))
+                    let config = cairn_tls::client_config(&pem, None)
+                        .map_err(|e| format!("CAIRN_CA: {e}"))?;
+                    Ok((pem, config))
                 })
         });
         HttpClient {
@@ -71,8 +73,12 @@ impl HttpClient {
     }
 
     fn tls_config(&self, url: &str) -> Result<cairn_tls::ClientConfig, HttpError> {
+        self.tls(url).map(|(_, c)| c.clone())
+    }
+
+    fn tls(&self, url: &str) -> Result<&(String, cairn_tls::ClientConfig), HttpError> {
         match &self.tls {
-            Some(Ok(c)) => Ok(c.clone()),
+            Some(Ok(c)) => Ok(c),
             Some(Err(e)) => Err(HttpError::Unreachable {
                 url: url.to_string(),
                 reason: e.clone(),
@@ -181,6 +187,39 @@ impl HttpClient {
         let resp = self.dispatch(url, req).await?;
         let bytes = body_of(url, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| HttpError::Json {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// GETs `url` from the agent `agent_id`'s own API (its `agent_url`
+    /// from an offer; no redirects). An `https` URL is an agent that joined
+    /// the cluster: only that agent's certificate is accepted.
+    pub async fn get_agent_json(&self, url: &str, agent_id: &str) -> Result<Value, HttpError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_string()))?;
+        let req = self.request(uri)?;
+        let unreachable = |e: hyper_util::client::legacy::Error| HttpError::Unreachable {
+            url: url.to_string(),
+            reason: cairn_tls::error_chain(&e),
+        };
+        let resp = if url.starts_with("https://") {
+            let (pem, _) = self.tls(url)?;
+            let config = cairn_tls::agent_client_config(pem, None, agent_id).map_err(|e| {
+                HttpError::Unreachable {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            Client::builder(TokioExecutor::new())
+                .build(cairn_tls::agent_https_connector(config, false))
+                .request(req)
+                .await
+                .map_err(unreachable)?
+        } else {
+            self.client.request(req).await.map_err(unreachable)?
+        };
+        let body = body_of(url, resp).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Json {
             url: url.to_string(),
             reason: e.to_string(),
         })

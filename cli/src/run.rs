@@ -37,7 +37,7 @@ pub struct RunArgs {
 #[derive(Clone, Debug)]
 enum Phase {
     Waiting,
-    Launched { agent_url: String, sandbox: String },
+    Launched { agent: AgentApi, sandbox: String },
     Done(TaskStatus),
     Error(String),
 }
@@ -67,7 +67,10 @@ impl Scheduler for RunOne {
                         .map(|f| f.to_string())
                         .unwrap_or_default();
                     let _ = self.phase.send(Phase::Launched {
-                        agent_url: offer.agent_url.clone(),
+                        agent: AgentApi {
+                            url: offer.agent_url.clone(),
+                            id: offer.agent_id.to_string(),
+                        },
                         sandbox: format!("/frameworks/{framework}/executors/{task_id}/runs/latest"),
                     });
                     let _ = driver.suppress().await;
@@ -99,10 +102,18 @@ impl Scheduler for RunOne {
     }
 }
 
+/// The agent a task runs on: its API's URL (from the offer) and its id,
+/// which its certificate must name when the URL is HTTPS.
+#[derive(Clone, Debug)]
+struct AgentApi {
+    url: String,
+    id: String,
+}
+
 /// Copies new bytes of a sandbox file to `out`; returns the new offset.
 async fn pump(
     http: &HttpClient,
-    agent_url: &str,
+    agent: &AgentApi,
     path: &str,
     offset: u64,
     out: &mut (impl AsyncWriteExt + Unpin),
@@ -110,10 +121,11 @@ async fn pump(
     let mut offset = offset;
     loop {
         let url = format!(
-            "{agent_url}/files/read?path={}&offset={offset}",
+            "{}/files/read?path={}&offset={offset}",
+            agent.url,
             encode(path)
         );
-        let Ok(v) = http.get_json(&url).await else {
+        let Ok(v) = http.get_agent_json(&url, &agent.id).await else {
             return offset;
         };
         let data = v["data"].as_str().unwrap_or_default();
@@ -187,10 +199,10 @@ pub async fn run(master: &str, args: RunArgs) -> anyhow::Result<i32> {
                     }
                 }
             }
-            Phase::Launched { agent_url, sandbox } => {
+            Phase::Launched { agent, sandbox } => {
                 out_off = pump(
                     &http,
-                    &agent_url,
+                    &agent,
                     &format!("{sandbox}/stdout"),
                     out_off,
                     &mut stdout,
@@ -198,7 +210,7 @@ pub async fn run(master: &str, args: RunArgs) -> anyhow::Result<i32> {
                 .await;
                 err_off = pump(
                     &http,
-                    &agent_url,
+                    &agent,
                     &format!("{sandbox}/stderr"),
                     err_off,
                     &mut stderr,
@@ -208,8 +220,8 @@ pub async fn run(master: &str, args: RunArgs) -> anyhow::Result<i32> {
                     _ = phase_rx.changed() => {
                         if let Phase::Done(_) = &*phase_rx.borrow() {
                             // One last read after the end.
-                            pump(&http, &agent_url, &format!("{sandbox}/stdout"), out_off, &mut stdout).await;
-                            pump(&http, &agent_url, &format!("{sandbox}/stderr"), err_off, &mut stderr).await;
+                            pump(&http, &agent, &format!("{sandbox}/stdout"), out_off, &mut stdout).await;
+                            pump(&http, &agent, &format!("{sandbox}/stderr"), err_off, &mut stderr).await;
                         }
                     }
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}

@@ -121,11 +121,22 @@ pub struct ExecutorEnv {
     pub sandbox: std::path::PathBuf,
     /// The agent's id (`MESOS_AGENT_ID`), when given.
     pub agent_id: Option<AgentId>,
+    /// With an agent that serves TLS (`CAIRN_AGENT_CA`): the configuration
+    /// verifying that agent's certificate.
+    pub agent_tls: Option<cairn_tls::ClientConfig>,
+    /// This executor's token ([`EXECUTOR_TOKEN_ENV`]), for an agent that
+    /// authenticates executors. Executors must not pass it to their tasks:
+    /// remove [`EXECUTOR_TOKEN_ENV`] from the environment of what they
+    /// start.
+    pub token: Option<cairn_tls::ExecutorToken>,
 }
+
+pub use cairn_tls::EXECUTOR_TOKEN_ENV;
 
 impl ExecutorEnv {
     /// From `MESOS_AGENT_ENDPOINT`, `MESOS_FRAMEWORK_ID`,
-    /// `MESOS_EXECUTOR_ID` and `MESOS_SANDBOX`.
+    /// `MESOS_EXECUTOR_ID`, `MESOS_SANDBOX`, `MESOS_AGENT_ID` and
+    /// `CAIRN_AGENT_CA`.
     pub fn from_env() -> Result<Self, SdkError> {
         let var = |name: &str| {
             std::env::var(name).map_err(|_| {
@@ -148,6 +159,9 @@ impl ExecutorEnv {
             agent_id: std::env::var("MESOS_AGENT_ID")
                 .ok()
                 .and_then(|a| AgentId::parse("MESOS_AGENT_ID", &a).ok()),
+            agent_tls: cairn_tls::executor_tls_from_env()
+                .map_err(|e| SdkError::Executor(e.to_string()))?,
+            token: cairn_tls::ExecutorToken::from_env(),
         })
     }
 }
@@ -295,12 +309,13 @@ impl ExecutorDriver {
 
     /// One session with the agent; returns whether it subscribed.
     async fn session<E: Executor>(&self, executor: &mut E) -> bool {
-        let Ok(endpoint) =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.env.agent_endpoint))
+        let Ok(channel) = cairn_tls::agent_channel(
+            &self.env.agent_endpoint,
+            self.env.agent_tls.as_ref(),
+            Duration::from_secs(10),
+        )
+        .await
         else {
-            return false;
-        };
-        let Ok(channel) = endpoint.connect().await else {
             return false;
         };
         let mut client = pb::executor_link_client::ExecutorLinkClient::new(channel);
@@ -322,7 +337,11 @@ impl ExecutorDriver {
         if tx.send(subscribe).await.is_err() {
             return false;
         }
-        let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = &self.env.token {
+            token.attach(&mut request);
+        }
+        let Ok(response) = client.session(request).await else {
             return false;
         };
         let mut events = response.into_inner();

@@ -263,6 +263,9 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         let mut reg =
             register_from_pb(&register).map_err(|e| Status::invalid_argument(e.to_string()))?;
         reg.agent_id = certified_agent_id(self.tls, peer.as_ref(), reg.agent_id)?;
+        // An agent that joined serves its API with its certificate: its
+        // URL is HTTPS whatever it says.
+        reg.info.tls = self.tls;
         let conn = self.handle.new_conn();
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         self.handle.attach(conn, Sink::Agent(tx.clone())).await?;

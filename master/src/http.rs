@@ -406,11 +406,7 @@ async fn files(
     let Some(agent) = snap.agents.iter().find(|a| a.id.as_str() == agent_id) else {
         return (StatusCode::NOT_FOUND, format!("no agent {agent_id}\n")).into_response();
     };
-    let url = format!(
-        "http://{}/files/{op}?{}",
-        agent.info.address,
-        rest.join("&")
-    );
+    let url = format!("{}/files/{op}?{}", agent.info.url(), rest.join("&"));
     let Ok(target) = url.parse::<hyper::Uri>() else {
         return (StatusCode::BAD_REQUEST, format!("invalid request {url}\n")).into_response();
     };
@@ -422,7 +418,26 @@ async fn files(
     let Ok(request) = request.body(http_body_util::Empty::new()) else {
         return (StatusCode::BAD_REQUEST, "invalid request\n").into_response();
     };
-    match s.agents.request(request).await {
+    // A joined agent serves TLS only: the request (and the caller's
+    // credentials) go to it encrypted, and only to the agent the
+    // certificate names.
+    let sent = match (&s.cluster, agent.info.tls) {
+        (Some(cluster), true) => {
+            match cairn_tls::agent_client_config(cluster.ca.cert_pem(), None, agent.id.as_str()) {
+                Ok(config) => hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build(cairn_tls::agent_https_connector(config, false))
+                .request(request)
+                .await,
+                Err(e) => {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
+                }
+            }
+        }
+        _ => s.agents.request(request).await,
+    };
+    match sent {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             Response::from_parts(parts, axum::body::Body::new(body))
@@ -430,8 +445,9 @@ async fn files(
         Err(e) => (
             StatusCode::BAD_GATEWAY,
             format!(
-                "agent {agent_id} at {} cannot be reached: {e}\n",
-                agent.info.address
+                "agent {agent_id} at {} cannot be reached: {}\n",
+                agent.info.address,
+                cairn_tls::error_chain(&e)
             ),
         )
             .into_response(),

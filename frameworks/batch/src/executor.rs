@@ -53,6 +53,7 @@ impl Executor for BatchExecutor {
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(&command)
+            .env_remove(cairn_sdk::executor::EXECUTOR_TOKEN_ENV)
             .envs(task.command.environment.iter().map(|(k, v)| (k, v)))
             .current_dir(&sandbox)
             .stdin(std::process::Stdio::null())

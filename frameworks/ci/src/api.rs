@@ -178,7 +178,7 @@ async fn log(
             let done = build.status.is_done();
             let mut got = 0;
             if let Some((url, path)) = sandbox_file(&build, fw.as_deref(), stream) {
-                match crate::files::read(&url, &path, offset).await {
+                match crate::files::read(&url, build.agent_id.as_deref(), &path, offset).await {
                     Ok(chunk) if !chunk.is_empty() => {
                         got = chunk.len();
                         offset += u64::try_from(chunk.len()).unwrap_or(0);
@@ -237,7 +237,7 @@ async fn artifact(
     let Some((url, file)) = sandbox_file(&b, fw.as_deref(), &path) else {
         return error(StatusCode::NOT_FOUND, format!("build {} has not run", b.id));
     };
-    match crate::files::download(&url, &file).await {
+    match crate::files::download(&url, b.agent_id.as_deref(), &file).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e.to_string()),
     }

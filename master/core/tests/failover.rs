@@ -176,6 +176,7 @@ fn admission_waits_for_the_registry() {
             address: "h:1".into(),
             resources: res("cpus:1;mem:128"),
             attributes: vec![],
+            tls: false,
         },
         tasks: vec![],
         frameworks: vec![],

@@ -774,6 +774,7 @@ fn a_reregistering_agent_brings_back_the_frameworks_it_holds_updates_for() {
             address: "h:1".into(),
             resources: res("cpus:1;mem:128"),
             attributes: vec![],
+            tls: false,
         },
         tasks: vec![],
         frameworks: vec![info],
@@ -879,6 +880,7 @@ fn frameworks_recovered_after_a_master_restart_outlive_a_zero_failover_timeout()
             address: "h:1".into(),
             resources: res("cpus:2;mem:1024"),
             attributes: vec![],
+            tls: false,
         },
         tasks: vec![ReportedTask {
             framework_id: cairn_model::FrameworkId::new("earlier-0001"),

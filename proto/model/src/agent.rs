@@ -101,12 +101,17 @@ pub struct AgentInfo {
     pub address: String,
     pub resources: Resources,
     pub attributes: Vec<Attribute>,
+    /// The agent serves its API over TLS only (it joined the cluster and
+    /// holds a certificate of the cluster CA). Set by the master from the
+    /// agent's link, never taken from what the agent says.
+    pub tls: bool,
 }
 
 impl AgentInfo {
     /// Base URL of the agent's HTTP API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 }
 

@@ -647,6 +647,7 @@ pub fn agent_info_from_pb(field: &str, a: &pb::AgentInfo) -> Result<AgentInfo, M
         address: a.address.clone(),
         resources: resources_from_pb(&format!("{field}.resources"), &a.resources)?,
         attributes: attributes_from_pb(&format!("{field}.attributes"), &a.attributes)?,
+        tls: a.tls,
     })
 }
 
@@ -656,6 +657,7 @@ pub fn agent_info_to_pb(a: &AgentInfo) -> pb::AgentInfo {
         address: a.address.clone(),
         resources: resources_to_pb(&a.resources),
         attributes: attributes_to_pb(&a.attributes),
+        tls: a.tls,
     }
 }
 

@@ -135,9 +135,17 @@ impl ClusterCa {
                     ExtendedKeyUsagePurpose::ClientAuth,
                 ],
             ),
-            // An agent is only ever a client of the master: without
-            // `ServerAuth` its certificate cannot serve TLS at all.
-            Role::Agent { .. } => (AGENT_NAME, &[ExtendedKeyUsagePurpose::ClientAuth]),
+            // An agent is a client of the master and serves its own API
+            // (executors, sandbox files) under the name [`AGENT_NAME`]: a
+            // client dialling a master verifies [`MASTER_NAME`], which no
+            // agent certificate carries.
+            Role::Agent { .. } => (
+                AGENT_NAME,
+                &[
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            ),
         };
         dn.push(DnType::CommonName, role.uri());
         params.distinguished_name = dn;

@@ -8,11 +8,15 @@
 //! [`AGENT_NAME`] and its agent id, so a client that verifies the name
 //! [`MASTER_NAME`] can never be served by an agent's certificate, and the
 //! master reads the agent id an agent may speak for from its certificate.
+//! Agents serve their own API (executors, sandbox files) with the same
+//! certificate; clients verify [`AGENT_NAME`] and, where they know which
+//! agent they dial, its id ([`agent_client_config`]).
 //!
 //! Everything here is plumbing at the edges: the master's and agent's
 //! decisions stay in their cores.
 
 mod ca;
+mod executor;
 mod net;
 mod token;
 
@@ -22,9 +26,11 @@ pub use ca::{
     ClusterCa, ClusterDir, NodeIdentity, Role, certificate_request, fingerprint,
     fingerprint_of_pem, role_of_der,
 };
+pub use executor::{EXECUTOR_TOKEN_ENV, ExecutorAuthError, ExecutorKey, ExecutorToken};
 pub use net::{
-    HttpsConnector, Listener, Peer, client_config, grpc_channel, grpc_connect, https_connector,
-    pinned_client_config, server_config,
+    HttpsConnector, Listener, Peer, agent_channel, agent_client_config, agent_grpc_connect,
+    agent_https_connector, client_config, executor_tls_from_env, grpc_channel, grpc_connect,
+    https_connector, pinned_client_config, server_config,
 };
 pub use token::{Token, TokenKind, TokenRecord, Tokens};
 
@@ -32,8 +38,14 @@ use std::path::PathBuf;
 
 /// The DNS name in every master certificate, and the name clients verify.
 pub const MASTER_NAME: &str = "master.cairn";
-/// The DNS name in every agent certificate.
+/// The DNS name in every agent certificate, and the name clients of
+/// agents verify.
 pub const AGENT_NAME: &str = "agent.cairn";
+
+/// The environment variable carrying the cluster CA's certificate (PEM) to
+/// the executors of an agent that serves TLS; absent, the agent speaks
+/// plain HTTP.
+pub const AGENT_CA_ENV: &str = "CAIRN_AGENT_CA";
 
 /// Errors of cluster identity and TLS set-up.
 #[derive(Debug, thiserror::Error)]

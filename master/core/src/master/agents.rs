@@ -215,6 +215,7 @@ impl Master {
             agent.info.hostname = info.hostname.clone();
             agent.info.address = info.address.clone();
             agent.info.attributes = info.attributes.clone();
+            agent.info.tls = info.tls;
             // The agent's resources may change across a restart; take the new
             // total only if it still holds what its tasks use.
             if info.resources.contains(&agent.used) {

@@ -164,6 +164,7 @@ impl Sim {
             address: format!("{hostname}:5051"),
             resources: res(resources),
             attributes: vec![],
+            tls: false,
         };
         self.input(Input::AgentRegister {
             conn,
@@ -382,6 +383,7 @@ impl Sim {
                 address: "h:5051".into(),
                 resources: res(resources),
                 attributes: vec![],
+                tls: false,
             },
             tasks,
             frameworks: vec![],
