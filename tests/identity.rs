@@ -85,6 +85,7 @@ async fn agent_request(
     method: &str,
     path: &str,
     body: &str,
+    authorization: Option<&str>,
 ) -> Result<u16, String> {
     use hyper_util::client::legacy::Client;
     let config = cairn_tls::agent_client_config(ca, None, expect).unwrap();
@@ -96,6 +97,7 @@ async fn agent_request(
         .method(method)
         .uri(format!("https://{addr}{path}"))
         .header("content-type", "application/json")
+        .header("authorization", authorization.unwrap_or(""))
         .body(http_body_util::Full::new(bytes::Bytes::from(
             body.to_string(),
         )))
@@ -108,7 +110,7 @@ async fn agent_request(
 }
 
 async fn agent_get(addr: &str, ca: &str, expect: &str, path: &str) -> Result<u16, String> {
-    agent_request(addr, ca, expect, "GET", path, "").await
+    agent_request(addr, ca, expect, "GET", path, "", None).await
 }
 
 /// Opens an executor session with agent `agent_id` at `addr` as executor
@@ -422,11 +424,44 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
             &a_id,
             "POST",
             "/api/v1/executor",
-            &call
+            &call,
+            None,
         )
         .await,
         Ok(401)
     );
+    // An UPDATE under another executor's token, too.
+    let update = serde_json::json!({
+        "type": "UPDATE",
+        "framework_id": {"value": fw_id},
+        "executor_id": {"value": "over-tls"},
+        "update": {"status": {"task_id": {"value": "over-tls"}, "state": "TASK_FAILED",
+                              "uuid": "AAAAAAAAAAAAAAAAAAAAAA==", "source": "SOURCE_EXECUTOR"}},
+    })
+    .to_string();
+    let status = agent_request(
+        &agent_addr,
+        &id.ca_pem,
+        &a_id,
+        "POST",
+        "/api/v1/executor",
+        &update,
+        Some(&format!("Bearer {other}")),
+    )
+    .await;
+    assert_eq!(status, Ok(401));
+    // No executor token shows in the master's state or any log.
+    let (_, state) = cairn_tests::http::get(&format!("https://{master}/state"))
+        .await
+        .unwrap();
+    let mut outputs = String::from_utf8_lossy(&state).into_owned();
+    for entry in std::fs::read_dir(cluster.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            outputs.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    assert!(!outputs.contains(&own), "an executor's token leaked");
     // Every log of the run, whole.
     for entry in std::fs::read_dir(cluster.dir.path()).unwrap() {
         let path = entry.unwrap().path();

@@ -341,10 +341,7 @@ async fn principals_roles_task_users_teardowns_and_sandboxes_are_authorized() {
     // RUNNING comes as the shell starts; its echo may land a moment later.
     wait_for(T, "the task's line through the master", || async {
         let (status, body) = get_as(&via_master, Some(&ops())).await?;
-        assert_eq!(status, 200);
-        String::from_utf8_lossy(&body)
-            .contains("sandbox-line")
-            .then_some(())
+        (status == 200 && String::from_utf8_lossy(&body).contains("sandbox-line")).then_some(())
     })
     .await;
     let on_agent = format!(

@@ -152,7 +152,12 @@ impl CommandExecutor {
         loop {
             match self.session(&exit_tx, &mut exit_rx).await {
                 Ok(Step::Done) => return Ok(()),
-                Ok(Step::Continue) | Err(_) => {}
+                Ok(Step::Continue) => {}
+                // Said each time: a refused certificate or token does not
+                // heal, and the task's stderr is where its user looks.
+                Err(e) => {
+                    tracing::warn!(agent = %self.endpoint, error = %e.message(), "no session with the agent")
+                }
             }
             // The recovery clock runs from the end of the last session that
             // got through to the agent.

@@ -18,7 +18,7 @@ use crate::checkpoint::PidRecord;
 use crate::isolation::cgroups::CgroupStats;
 
 /// What to start in a new container: the executor program and its context.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ContainerSpec {
     pub container_id: ContainerId,
     pub program: PathBuf,
@@ -29,6 +29,24 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// Unix user to run as; `None` runs as the agent's user.
     pub user: Option<String>,
+}
+
+/// Names of the environment only: it holds the executor's token.
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("container_id", &self.container_id)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field(
+                "env",
+                &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("sandbox", &self.sandbox)
+            .field("resources", &self.resources)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 /// A started container.

@@ -163,6 +163,12 @@ async fn identity(
 ) -> Result<Option<cairn_tls::NodeIdentity>, AgentError> {
     if let Some(id) = cairn_tls::NodeIdentity::load(dir)? {
         return match id.role {
+            cairn_tls::Role::Agent { .. } if !id.can_serve() => Err(AgentError::Join(format!(
+                "the certificate in {} cannot serve TLS (issued before agents served their \
+                 own API over TLS): drain this agent and start it with a new work directory \
+                 and a join token",
+                dir.display()
+            ))),
             cairn_tls::Role::Agent { .. } => Ok(Some(id)),
             cairn_tls::Role::Master => Err(AgentError::Join(format!(
                 "{} holds a master's certificate, not an agent's",

@@ -264,12 +264,20 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
 /// The spawn of a container's executor: `program` and `args` with the
 /// agent's environment plus `env`, in `sandbox`, with output to `log`.
 pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::Result<SpawnSpec> {
-    // The CLI's credentials and the agent's join token never reach tasks.
+    // The CLI's credentials and the agent's join token never reach tasks;
+    // an executor's agent CA and token are the ones this agent gives (in
+    // `spec.env`), never what the agent itself inherited (an agent inside
+    // another cluster's task).
+    const WITHHELD: [&str; 5] = [
+        "CAIRN_SECRET",
+        "CAIRN_PRINCIPAL",
+        "CAIRN_JOIN_TOKEN",
+        cairn_tls::AGENT_CA_ENV,
+        cairn_tls::EXECUTOR_TOKEN_ENV,
+    ];
     let mut vars: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
         std::env::vars_os()
-            .filter(|(k, _)| {
-                k != "CAIRN_SECRET" && k != "CAIRN_PRINCIPAL" && k != "CAIRN_JOIN_TOKEN"
-            })
+            .filter(|(k, _)| !WITHHELD.iter().any(|w| k == w))
             .collect();
     for (k, v) in &spec.env {
         vars.insert(k.into(), v.into());

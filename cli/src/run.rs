@@ -70,6 +70,7 @@ impl Scheduler for RunOne {
                         agent: AgentApi {
                             url: offer.agent_url.clone(),
                             id: offer.agent_id.to_string(),
+                            told: Default::default(),
                         },
                         sandbox: format!("/frameworks/{framework}/executors/{task_id}/runs/latest"),
                     });
@@ -108,6 +109,8 @@ impl Scheduler for RunOne {
 struct AgentApi {
     url: String,
     id: String,
+    /// Whether the user was told the agent cannot be reached (once).
+    told: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Copies new bytes of a sandbox file to `out`; returns the new offset.
@@ -125,8 +128,18 @@ async fn pump(
             agent.url,
             encode(path)
         );
-        let Ok(v) = http.get_agent_json(&url, &agent.id).await else {
-            return offset;
+        let v = match http.get_agent_json(&url, &agent.id).await {
+            Ok(v) => v,
+            // Not there yet, or the task's agent cannot be reached (a
+            // refused certificate, a missing CAIRN_CA): the latter is said.
+            Err(e) => {
+                if matches!(e, crate::http::HttpError::Unreachable { .. })
+                    && !agent.told.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    eprintln!("cairn run: cannot read the task's output: {e}");
+                }
+                return offset;
+            }
         };
         let data = v["data"].as_str().unwrap_or_default();
         if data.is_empty() {

@@ -309,14 +309,18 @@ impl ExecutorDriver {
 
     /// One session with the agent; returns whether it subscribed.
     async fn session<E: Executor>(&self, executor: &mut E) -> bool {
-        let Ok(channel) = cairn_tls::agent_channel(
+        let channel = match cairn_tls::agent_channel(
             &self.env.agent_endpoint,
             self.env.agent_tls.as_ref(),
             Duration::from_secs(10),
         )
         .await
-        else {
-            return false;
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the agent");
+                return false;
+            }
         };
         let mut client = pb::executor_link_client::ExecutorLinkClient::new(channel);
         let (tx, rx) = mpsc::channel(1024);
@@ -341,8 +345,14 @@ impl ExecutorDriver {
         if let Some(token) = &self.env.token {
             token.attach(&mut request);
         }
-        let Ok(response) = client.session(request).await else {
-            return false;
+        let response = match client.session(request).await {
+            Ok(r) => r,
+            Err(status) => {
+                // A refused token or certificate does not heal: said each
+                // time, for the executor's log.
+                tracing::warn!(agent = %self.env.agent_endpoint, error = %status.message(), "the agent refused the executor's session");
+                return false;
+            }
         };
         let mut events = response.into_inner();
         // The agent answers a subscription by opening its stream (and

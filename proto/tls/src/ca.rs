@@ -238,6 +238,18 @@ impl NodeIdentity {
         })
     }
 
+    /// Whether the certificate may serve TLS (has server usage). Agent
+    /// certificates issued before agents served their own API lack it.
+    pub fn can_serve(&self) -> bool {
+        let Ok(der) = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+            return false;
+        };
+        matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.server_auth)
+    }
+
     const FILES: [&'static str; 3] = ["node.crt", "node.key", "ca.crt"];
 
     /// The identity kept in `dir`, if the node has joined.
@@ -393,6 +405,7 @@ mod tests {
             .expect("master");
         let der = CertificateDer::from_pem_slice(master.cert_pem.as_bytes()).expect("der");
         assert_eq!(role_of_der(&der), Some(Role::Master));
+        assert!(id.can_serve() && master.can_serve());
         assert!(ca.sign_request(b"not a request", &role).is_err());
         assert_eq!(ca.fingerprint().len(), 64);
     }

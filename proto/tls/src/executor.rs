@@ -115,12 +115,18 @@ impl std::fmt::Debug for ExecutorToken {
 
 impl ExecutorToken {
     /// From [`EXECUTOR_TOKEN_ENV`]; `None` when the agent gave none (it
-    /// does not authenticate executors).
+    /// does not authenticate executors). With a token, the process is made
+    /// non-dumpable: its tasks, often of the same user, cannot then read
+    /// it from `/proc/<pid>/environ` or attach to it (they get the flag
+    /// back at their own exec).
     pub fn from_env() -> Option<ExecutorToken> {
-        std::env::var(EXECUTOR_TOKEN_ENV)
+        let token = std::env::var(EXECUTOR_TOKEN_ENV)
             .ok()
-            .filter(|t| !t.is_empty())
-            .map(ExecutorToken)
+            .filter(|t| !t.is_empty())?;
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "cannot make the executor non-dumpable: its tasks may read its token");
+        }
+        Some(ExecutorToken(token))
     }
 
     /// Presents the token on a request to the agent.
@@ -132,7 +138,7 @@ impl ExecutorToken {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 256 {
+    if !s.len().is_multiple_of(2) || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
