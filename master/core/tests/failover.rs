@@ -104,6 +104,7 @@ fn an_agent_not_back_in_time_is_marked_unreachable() {
     .unwrap();
     let u = sim.updates(&fw2);
     assert_eq!(u[0].state, TaskState::Unreachable);
+    sim.check();
 }
 
 #[test]
@@ -117,17 +118,20 @@ fn the_removal_rate_limit_spreads_out_marking_agents_unreachable() {
         ..config()
     };
     sim.fail_over(limited);
+    sim.check();
     sim.advance(secs(31));
     assert_eq!(
         sim.master.snapshot().unreachable_agents.len(),
         2,
         "two per minute"
     );
+    sim.check();
     sim.advance(secs(60));
     assert_eq!(sim.master.snapshot().unreachable_agents.len(), 4);
     sim.advance(secs(60));
     assert_eq!(sim.master.snapshot().unreachable_agents.len(), 5);
     assert!(sim.master.snapshot().counters.agent_removals_delayed > 0);
+    sim.check();
 }
 
 #[test]

@@ -58,7 +58,7 @@ impl Master {
                 if self.recovering.contains_key(&id) && !self.unreachable_pending.contains(&id) =>
             {
                 // Admitted under an earlier leader: back in time.
-                self.recovering.remove(&id);
+                self.stop_recovering(&id);
                 self.removal_queue.retain(|q| q != &id);
                 self.counters.agents_reregistered += 1;
                 self.admit_agent(now, Some(conn), id, info, tasks, frameworks);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_model::{ResourceName, Resources};
+use cairn_model::{ResourceName, Resources, Time};
 
 use super::Master;
 use crate::InvariantViolation;
@@ -129,6 +129,24 @@ impl Master {
                     )));
                 }
             }
+        }
+        // The deadline index holds exactly the recovering agents still
+        // within their deadline.
+        let due = self
+            .recovering
+            .values()
+            .filter(|r| r.deadline != Time::MAX)
+            .count();
+        let indexed = self
+            .recovering_due
+            .iter()
+            .all(|(at, id)| self.recovering.get(id).is_some_and(|r| r.deadline == *at));
+        if due != self.recovering_due.len() || !indexed {
+            return Err(InvariantViolation::Dangling(format!(
+                "{} recovering agents are due but {} deadlines are indexed",
+                due,
+                self.recovering_due.len()
+            )));
         }
         Ok(())
     }

@@ -151,6 +151,11 @@ pub struct Master {
     cancelled_conns: BTreeSet<ConnId>,
     /// Agents admitted by an earlier leader and not back yet.
     recovering: BTreeMap<AgentId, persist::RecoveringAgent>,
+    /// The re-register deadlines of `recovering` agents not yet past it,
+    /// in order: the next one is read after every input, and scanning
+    /// `recovering` for it cost O(agents) each time while thousands of
+    /// agents came back after a failover.
+    recovering_due: BTreeSet<(Time, AgentId)>,
     /// Agents waiting to be marked unreachable (rate-limited), and those
     /// whose marking awaits the registry.
     removal_queue: VecDeque<AgentId>,
@@ -207,6 +212,7 @@ impl Master {
             subscribing: BTreeSet::new(),
             cancelled_conns: BTreeSet::new(),
             recovering: BTreeMap::new(),
+            recovering_due: BTreeSet::new(),
             removal_queue: VecDeque::new(),
             recent_removals: VecDeque::new(),
             unreachable_pending: BTreeSet::new(),

@@ -90,7 +90,7 @@ impl Master {
             }
             Pending::Unreachable { id } => {
                 self.unreachable_pending.remove(&id);
-                if let Some(recovering) = self.recovering.remove(&id) {
+                if let Some(recovering) = self.stop_recovering(&id) {
                     self.remember_unreachable(now, id, recovering.info, now);
                 } else if self.agents.contains_key(&id) {
                     self.mark_unreachable(now, &id);
@@ -139,6 +139,7 @@ impl Master {
                     );
                 }
                 None => {
+                    self.recovering_due.insert((deadline, id.clone()));
                     self.recovering.insert(
                         id,
                         RecoveringAgent {
@@ -229,12 +230,14 @@ impl Master {
 
     /// Recovering agents whose re-register deadline passed.
     pub(super) fn expire_recovering(&mut self, now: Time) {
-        let late: Vec<AgentId> = self
-            .recovering
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut late = Vec::new();
+        while let Some((at, _)) = self.recovering_due.first()
+            && *at <= now
+        {
+            if let Some((_, id)) = self.recovering_due.pop_first() {
+                late.push(id);
+            }
+        }
         for id in late {
             // Queued now; the removal rate decides when.
             if let Some(r) = self.recovering.get_mut(&id) {
@@ -245,7 +248,15 @@ impl Master {
     }
 
     pub(super) fn next_recovering_deadline(&self) -> Option<Time> {
-        self.recovering.values().map(|r| r.deadline).min()
+        self.recovering_due.first().map(|(at, _)| *at)
+    }
+
+    /// An agent no longer expected (it came back, or it is being marked
+    /// unreachable): out of `recovering` and its deadline index.
+    pub(super) fn stop_recovering(&mut self, id: &AgentId) -> Option<RecoveringAgent> {
+        let r = self.recovering.remove(id)?;
+        self.recovering_due.remove(&(r.deadline, id.clone()));
+        Some(r)
     }
 
     /// Records an agent as unreachable (bounded: the oldest are forgotten,
