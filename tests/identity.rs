@@ -337,6 +337,13 @@ async fn agents_join_with_a_token_and_speak_only_for_their_certified_id() {
         "the task printed its environment: {env}"
     );
     seen.push_str(&env);
+    // Again, on the proxy's kept client for this agent.
+    let again = cairn_tests::http::get_json(&format!(
+        "https://{master}/files/read?agent_id={a_id}&path={file}&offset=0"
+    ))
+    .await
+    .expect("the task's stdout through the master, again");
+    assert_eq!(again["data"], read["data"]);
 
     // The agent's own API (which the master's /files proxy above and the
     // task's executor used) speaks TLS only, under the agent's certificate:

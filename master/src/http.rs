@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -29,6 +29,10 @@ pub struct HttpState {
     pub zk: bool,
     /// Forwards sandbox requests to agents.
     pub agents: AgentClient,
+    /// The same to joined agents (TLS), one client per agent id, each
+    /// accepting only that agent's certificate; kept so that connections
+    /// are reused.
+    pub tls_agents: Arc<std::sync::Mutex<HashMap<String, TlsAgentClient>>>,
     pub auth: Arc<crate::auth::Auth>,
     /// The cluster identity (with `--cluster-dir`), for token rotation.
     pub cluster: Option<Arc<crate::join::Cluster>>,
@@ -38,6 +42,39 @@ pub type AgentClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     http_body_util::Empty<Bytes>,
 >;
+
+pub type TlsAgentClient =
+    hyper_util::client::legacy::Client<cairn_tls::HttpsConnector, http_body_util::Empty<Bytes>>;
+
+/// At most this many agents' TLS clients are kept (past it they are all
+/// let go and made again as needed).
+const TLS_AGENT_CLIENTS: usize = 4096;
+
+/// The HTTPS client for the joined agent `agent_id`.
+fn tls_agent_client(
+    s: &HttpState,
+    cluster: &crate::join::Cluster,
+    agent_id: &str,
+) -> Result<TlsAgentClient, cairn_tls::TlsError> {
+    if let Some(c) = s
+        .tls_agents
+        .lock()
+        .ok()
+        .and_then(|m| m.get(agent_id).cloned())
+    {
+        return Ok(c);
+    }
+    let config = cairn_tls::agent_client_config(cluster.ca.cert_pem(), None, agent_id)?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(cairn_tls::agent_https_connector(config, false));
+    if let Ok(mut m) = s.tls_agents.lock() {
+        if m.len() >= TLS_AGENT_CLIENTS {
+            m.clear();
+        }
+        m.insert(agent_id.to_string(), client.clone());
+    }
+    Ok(client)
+}
 
 pub fn agent_client() -> AgentClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
@@ -422,19 +459,12 @@ async fn files(
     // credentials) go to it encrypted, and only to the agent the
     // certificate names.
     let sent = match (&s.cluster, agent.info.tls) {
-        (Some(cluster), true) => {
-            match cairn_tls::agent_client_config(cluster.ca.cert_pem(), None, agent.id.as_str()) {
-                Ok(config) => hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build(cairn_tls::agent_https_connector(config, false))
-                .request(request)
-                .await,
-                Err(e) => {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
-                }
+        (Some(cluster), true) => match tls_agent_client(&s, cluster, agent.id.as_str()) {
+            Ok(client) => client.request(request).await,
+            Err(e) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
             }
-        }
+        },
         _ => s.agents.request(request).await,
     };
     match sent {

@@ -649,6 +649,7 @@ fn app(
         started: Time::now(),
         zk,
         agents: http::agent_client(),
+        tls_agents: Arc::default(),
         auth,
         cluster,
     });
