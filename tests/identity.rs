@@ -113,6 +113,27 @@ async fn agent_get(addr: &str, ca: &str, expect: &str, path: &str) -> Result<u16
     agent_request(addr, ca, expect, "GET", path, "", None).await
 }
 
+/// The agent's `cairn_agent_executors_connected` gauge, over TLS.
+async fn executors_connected(addr: &str, ca: &str, expect: &str) -> Option<u64> {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    let config = cairn_tls::agent_client_config(ca, None, expect).ok()?;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Empty<bytes::Bytes>>(cairn_tls::agent_https_connector(
+            config, false,
+        ));
+    let uri: hyper::Uri = format!("https://{addr}/metrics").parse().ok()?;
+    let resp = tokio::time::timeout(T, client.get(uri)).await.ok()?.ok()?;
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8_lossy(&body).lines().find_map(|l| {
+        l.strip_prefix("cairn_agent_executors_connected ")?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
+    })
+}
+
 /// Opens an executor session with agent `agent_id` at `addr` as executor
 /// `executor_id` of `framework_id`, presenting `token`; the session's
 /// first answer.
@@ -991,4 +1012,52 @@ async fn agent_a_holding_its_own_session_cannot_report_for_agent_b_s_tasks() {
         .expect("the task is still listed as running");
     assert_eq!(task["state"], "TASK_RUNNING");
     assert_eq!(task["slave_id"], b_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_s_executor_comes_back_to_its_restarted_tls_agent() {
+    let mut cluster = Cluster::start(ClusterSpec {
+        tls: true,
+        ..ClusterSpec::default()
+    })
+    .await;
+    let id = cluster.identity.clone().unwrap();
+    let a_id = cluster.agent_id(0).await;
+    let mut info = FrameworkInfo::new("tls-restart", "nobody");
+    info.checkpoint = true;
+    let driver = SchedulerDriver::new(&cluster.master_addr, info).cluster_ca(&id.ca_pem);
+    let mut fw = TestFramework::start_driver(driver).await;
+    let offer = fw.offers(T).await.remove(0);
+    let t = TaskBuilder::new("outlives")
+        .cpus(0.1)
+        .mem(16.0)
+        .shell("sleep 600")
+        .build(&offer.agent_id)
+        .unwrap();
+    fw.driver.launch(&offer, vec![t]).await.unwrap();
+    fw.update("outlives", T, |s| s.state == TaskState::Running)
+        .await;
+
+    // The agent dies and comes back (same work directory, so the same
+    // identity and executor key): the executor reconnects over TLS with the
+    // token it was started with, and a kill reaches the task through it.
+    let agent_addr = cluster.agents[0].addr.clone();
+    cluster.agents[0].restart();
+    wait_for(
+        T,
+        "the executor's session with the restarted agent",
+        || async {
+            (executors_connected(&agent_addr, &id.ca_pem, &a_id).await == Some(1)).then_some(())
+        },
+    )
+    .await;
+    fw.driver
+        .kill(&cairn_sdk::TaskId::new("outlives"), None)
+        .await
+        .unwrap();
+    let end = fw.terminal("outlives", T).await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    // Said by the executor itself: the agent did not have to kill the
+    // container for want of it.
+    assert_eq!(end.source, cairn_model::Source::Executor, "{end:?}");
 }

@@ -54,6 +54,8 @@ pub struct Report {
     pub registered: bool,
     pub tasks: Vec<TaskReport>,
     pub frameworks: Vec<FrameworkInfo>,
+    /// Executors with a live session.
+    pub executors_connected: usize,
 }
 
 /// How executors are started: which program, and where the agent is.
@@ -327,6 +329,7 @@ impl Driver {
                     registered: self.core.registered(),
                     tasks,
                     frameworks,
+                    executors_connected: self.core.executors_connected(),
                 });
             }
             Command::Containers(reply) => {

@@ -52,6 +52,7 @@ impl Metrics {
                 gauge!("cairn_agent_tasks", "state" => label).set(n as f64);
             }
             gauge!("cairn_agent_executors").set(executors.len() as f64);
+            gauge!("cairn_agent_executors_connected").set(report.executors_connected as f64);
             const MB: f64 = 1024.0 * 1024.0;
             for (name, r) in [
                 ("cairn_agent_resources_total", total),

@@ -466,6 +466,15 @@ impl Agent {
         (tasks, frameworks)
     }
 
+    /// Executors with a live session (subscribed, or back after a restart of
+    /// either side).
+    pub fn executors_connected(&self) -> usize {
+        self.executors
+            .values()
+            .filter(|e| matches!(e.state, ExecState::Running(_)))
+            .count()
+    }
+
     /// Every live container, with what its tasks were given.
     pub fn containers(&self) -> Vec<ContainerSummary> {
         self.executors
