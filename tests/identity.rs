@@ -75,6 +75,20 @@ async fn register_as(
     }
 }
 
+/// An HTTPS client accepting only the certificate of agent `expect`.
+fn agent_client<B>(
+    ca: &str,
+    expect: &str,
+) -> hyper_util::client::legacy::Client<cairn_tls::HttpsConnector, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let config = cairn_tls::agent_client_config(ca, None, expect).unwrap();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(cairn_tls::agent_https_connector(config, false))
+}
+
 /// `method` `https://{addr}{path}` on an agent with a JSON `body`,
 /// accepting only a certificate of the cluster CA naming `expect`; the
 /// status, or why it failed.
@@ -87,12 +101,7 @@ async fn agent_request(
     body: &str,
     authorization: Option<&str>,
 ) -> Result<u16, String> {
-    use hyper_util::client::legacy::Client;
-    let config = cairn_tls::agent_client_config(ca, None, expect).unwrap();
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, http_body_util::Full<bytes::Bytes>>(cairn_tls::agent_https_connector(
-            config, false,
-        ));
+    let client = agent_client::<http_body_util::Full<bytes::Bytes>>(ca, expect);
     let req = hyper::Request::builder()
         .method(method)
         .uri(format!("https://{addr}{path}"))
@@ -116,12 +125,7 @@ async fn agent_get(addr: &str, ca: &str, expect: &str, path: &str) -> Result<u16
 /// The agent's `cairn_agent_executors_connected` gauge, over TLS.
 async fn executors_connected(addr: &str, ca: &str, expect: &str) -> Option<u64> {
     use http_body_util::BodyExt;
-    use hyper_util::client::legacy::Client;
-    let config = cairn_tls::agent_client_config(ca, None, expect).ok()?;
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, http_body_util::Empty<bytes::Bytes>>(cairn_tls::agent_https_connector(
-            config, false,
-        ));
+    let client = agent_client::<http_body_util::Empty<bytes::Bytes>>(ca, expect);
     let uri: hyper::Uri = format!("https://{addr}/metrics").parse().ok()?;
     let resp = tokio::time::timeout(T, client.get(uri)).await.ok()?.ok()?;
     let body = resp.into_body().collect().await.ok()?.to_bytes();
