@@ -129,12 +129,14 @@ async fn executors_connected(addr: &str, ca: &str, expect: &str) -> Option<u64> 
     let uri: hyper::Uri = format!("https://{addr}/metrics").parse().ok()?;
     let resp = tokio::time::timeout(T, client.get(uri)).await.ok()?.ok()?;
     let body = resp.into_body().collect().await.ok()?.to_bytes();
-    String::from_utf8_lossy(&body).lines().find_map(|l| {
-        l.strip_prefix("cairn_agent_executors_connected ")?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .map(|v| v as u64)
+    metric(&body, "cairn_agent_executors_connected").map(|v| v as u64)
+}
+
+/// The value of the unlabelled metric `name` in a Prometheus exposition.
+fn metric(exposition: &[u8], name: &str) -> Option<f64> {
+    String::from_utf8_lossy(exposition).lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
     })
 }
 
@@ -910,10 +912,7 @@ async fn a_rotation_reaches_every_master_through_zookeeper() {
 /// The value of counter `name` in the master's `/metrics`.
 async fn counter(master: &str, name: &str) -> Option<f64> {
     let (_, body) = cairn_tests::http::get(&format!("https://{master}/metrics")).await?;
-    String::from_utf8_lossy(&body).lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == name).then(|| v.trim().parse().ok()).flatten()
-    })
+    metric(&body, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,11 +185,7 @@ impl HttpClient {
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|_| HttpError::Url(url.to_string()))?;
         let resp = self.dispatch(url, req).await?;
-        let bytes = body_of(url, resp).await?;
-        serde_json::from_slice(&bytes).map_err(|e| HttpError::Json {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        json_of(url, &body_of(url, resp).await?)
     }
 
     /// GETs `url` from the agent `agent_id`'s own API (its `agent_url`
@@ -218,20 +214,19 @@ impl HttpClient {
         } else {
             self.client.request(req).await.map_err(unreachable)?
         };
-        let body = body_of(url, resp).await?;
-        serde_json::from_slice(&body).map_err(|e| HttpError::Json {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        json_of(url, &body_of(url, resp).await?)
     }
 
     pub async fn get_json(&self, url: &str) -> Result<Value, HttpError> {
-        let body = self.get(url).await?;
-        serde_json::from_slice(&body).map_err(|e| HttpError::Json {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        json_of(url, &self.get(url).await?)
     }
+}
+
+fn json_of(url: &str, body: &[u8]) -> Result<Value, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::Json {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// The whole body of a 2xx answer; otherwise the status with the answer's
