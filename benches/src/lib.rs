@@ -77,3 +77,85 @@ pub fn decline_all(a: &mut Allocator, allocations: &[Allocation], now: Time) {
         );
     }
 }
+
+/// CPU time the whole machine spent busy (user, system, interrupts, steal:
+/// not idle or waiting for I/O) since boot, from `/proc/stat`. The
+/// difference over a run, divided by the work done, is a cost per unit that
+/// moves far less with this machine's noise than a rate does.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_of(stat.lines().next()?)
+}
+
+/// CPU time of process `pid` from `/proc/<pid>/stat`: its own (all its
+/// threads) and that of the children it has waited for (and theirs, down
+/// the tree: an agent's reaped containers with their executors and tasks).
+pub fn process_cpu(pid: u32) -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    process_cpu_of(&stat)
+}
+
+fn process_cpu_of(stat: &str) -> Option<(Duration, Duration)> {
+    // The command name may hold spaces and parentheses; the fields after
+    // its closing parenthesis are fixed: utime, stime, cutime and cstime are
+    // the 12th to 15th of them.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let [utime, stime, cutime, cstime] = f[..] else {
+        return None;
+    };
+    Some((ticks(utime + stime)?, ticks(cutime + cstime)?))
+}
+
+fn ticks(n: u64) -> Option<Duration> {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(Duration::from_micros(n.saturating_mul(1_000_000) / hz))
+}
+
+/// The busy time in `/proc/stat`'s aggregate `cpu` line.
+fn busy_of(line: &str) -> Option<Duration> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let counts: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already
+    // counted in user).
+    let busy = counts.get(..8)?;
+    ticks(busy[0] + busy[1] + busy[2] + busy[5] + busy[6] + busy[7])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_time_counts_everything_but_idle_and_iowait() {
+        // SAFETY: sysconf only reads a system constant.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+        let busy = busy_of("cpu  100 1 20 5000 7 3 4 2 0 0").unwrap();
+        assert_eq!(busy, Duration::from_micros(130 * 1_000_000 / hz));
+        assert_eq!(busy_of("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(busy_of("cpu 1 2 x 4 5 6 7 8"), None);
+        assert_eq!(busy_of("cpu 1 2 3"), None);
+    }
+
+    #[test]
+    fn process_cpu_reads_own_and_reaped_time_past_an_odd_name() {
+        // SAFETY: sysconf only reads a system constant.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 20 10 20 0 1 0";
+        let (own, children) = process_cpu_of(stat).unwrap();
+        assert_eq!(own, Duration::from_micros(10 * 1_000_000 / hz));
+        assert_eq!(children, Duration::from_micros(30 * 1_000_000 / hz));
+        assert_eq!(process_cpu_of("42 (a) S 1 2"), None);
+        assert!(process_cpu(std::process::id()).is_some());
+    }
+}

@@ -122,6 +122,28 @@ pub struct Cgroups {
     /// Relative to each hierarchy's root, e.g. `cairn/agent-1a2b3c4d`.
     root: String,
     v2: bool,
+    /// Where the controllers are mounted, read once: `hierarchies::auto()`
+    /// reads and parses `/proc/self/mountinfo` at every call, which was
+    /// several times per container (create, resize, stats, destroy).
+    /// Controllers mounted after the agent started are not seen, as in
+    /// Mesos, which also reads its hierarchies at start-up.
+    hierarchy: Hierarchy,
+}
+
+/// A cgroup hierarchy as `cgroups-rs` describes it; cloned per handle.
+#[derive(Debug, Clone)]
+enum Hierarchy {
+    V1(hierarchies::V1),
+    V2(hierarchies::V2),
+}
+
+impl Hierarchy {
+    fn boxed(&self) -> Box<dyn cgroups_rs::fs::Hierarchy> {
+        match self {
+            Hierarchy::V1(h) => Box::new(h.clone()),
+            Hierarchy::V2(h) => Box::new(h.clone()),
+        }
+    }
 }
 
 fn key_values(text: &str) -> impl Iterator<Item = (&str, u64)> {
@@ -156,6 +178,11 @@ impl Cgroups {
         let cgroups = Cgroups {
             root: root.trim_matches('/').to_string(),
             v2,
+            hierarchy: if v2 {
+                Hierarchy::V2(hierarchies::V2::new())
+            } else {
+                Hierarchy::V1(hierarchies::V1::new())
+            },
         };
         let probe = ContainerId::new("probe");
         cgroups.create(&probe, &Limits::new(0.1, 64 << 20, 64, true))?;
@@ -172,7 +199,7 @@ impl Cgroups {
     }
 
     fn load(&self, id: &ContainerId) -> Cgroup {
-        let hier = hierarchies::auto();
+        let hier = self.hierarchy.boxed();
         if self.v2 {
             Cgroup::load(hier, self.path(id))
         } else {
@@ -209,7 +236,7 @@ impl Cgroups {
                 V1_CONTROLLERS.iter().map(|s| (*s).to_string()).collect(),
             );
         }
-        let cg = match builder.build(hierarchies::auto()) {
+        let cg = match builder.build(self.hierarchy.boxed()) {
             Ok(cg) => cg,
             Err(source) => {
                 // `build` may fail after creating the directories.

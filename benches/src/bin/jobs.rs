@@ -54,6 +54,17 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
         ..ClusterSpec::default()
     })
     .await;
+    // Who spends the CPU: the master, the agent itself, the containers the
+    // agent started and reaped (executors and tasks), and this process (the
+    // framework).
+    let pids = [
+        cluster.masters[0].proc.child.id(),
+        cluster.agents[0].proc.child.id(),
+        std::process::id(),
+    ];
+    let cpu = || pids.map(cairn_benches::process_cpu);
+    let cpu_before = cpu();
+    let busy_before = cairn_benches::machine_busy();
     let mut report = flood(
         &cluster.master_addr,
         FloodSpec {
@@ -65,10 +76,40 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
         Duration::from_secs(args.deadline_secs),
     )
     .await?;
+    let busy = cairn_benches::machine_busy()
+        .zip(busy_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let cpu_after = cpu();
     report.print(&format!(
         "one agent ({}, {} slots)",
         args.isolation, args.slots
     ));
+    #[allow(clippy::cast_precision_loss)]
+    let per_task = |d: Duration| d.as_secs_f64() * 1000.0 / report.finished.max(1) as f64;
+    if let Some(busy) = busy {
+        println!(
+            "machine CPU busy {:.2} s over the run: {:.2} ms per task",
+            busy.as_secs_f64(),
+            per_task(busy)
+        );
+    }
+    let spent = |i: usize, children: bool| {
+        let (Some(a), Some(b)) = (cpu_after[i], cpu_before[i]) else {
+            return None;
+        };
+        let pick = |t: (Duration, Duration)| if children { t.1 } else { t.0 };
+        Some(per_task(pick(a).saturating_sub(pick(b))))
+    };
+    if let (Some(master), Some(agent), Some(containers), Some(framework)) = (
+        spent(0, false),
+        spent(1, false),
+        spent(1, true),
+        spent(2, false),
+    ) {
+        println!(
+            "CPU per task: master {master:.2} ms, agent {agent:.2} ms, containers (executors and tasks) {containers:.2} ms, framework {framework:.2} ms"
+        );
+    }
     anyhow::ensure!(report.failed == 0, "{} tasks failed", report.failed);
     Ok(report.rate())
 }
