@@ -335,12 +335,15 @@ async fn a_task_with_network_none_sees_only_loopback() {
     let mut fw = TestFramework::named(&cluster.master_addr, "net").await;
     let script =
         "echo devices=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ,)";
+    // Loopback is up in the task's own namespace (`ip` is iproute2's,
+    // installed by scripts/test).
+    let isolated = format!("{script}; ip -o link show lo | grep -q '<LOOPBACK,UP' && echo lo=up");
     launch(&mut fw, "isolated", |b| {
-        b.network(cairn_sdk::Network::None).shell(script)
+        b.network(cairn_sdk::Network::None).shell(&isolated)
     })
     .await;
     assert_eq!(fw.terminal("isolated", T).await.state, TaskState::Finished);
-    assert_eq!(stdout_of(&cluster, "isolated").trim(), "devices=lo,");
+    assert_eq!(stdout_of(&cluster, "isolated").trim(), "devices=lo,\nlo=up");
     launch(&mut fw, "hosted", |b| b.shell(script)).await;
     assert_eq!(fw.terminal("hosted", T).await.state, TaskState::Finished);
     let host = stdout_of(&cluster, "hosted");

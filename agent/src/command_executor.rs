@@ -10,6 +10,7 @@
 //! executor exits once the agent has acknowledged every update; if the agent
 //! goes away meanwhile, it keeps the task running and reconnects.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -326,19 +327,25 @@ impl CommandExecutor {
         let starting = self.new_status(&task.task_id, TaskState::Starting, String::new());
         self.send(tx, starting).await;
         match spawn_task(&task, &self.sandbox, &self.user, self.log_max) {
-            Ok(mut child) => {
+            Ok(spawned) => {
                 let copiers: Vec<_> = [
-                    child.stdout.take().map(|p| (Box::new(p) as Pipe, "stdout")),
-                    child.stderr.take().map(|p| (Box::new(p) as Pipe, "stderr")),
+                    spawned.stdout.map(|p| (p, "stdout")),
+                    spawned.stderr.map(|p| (p, "stderr")),
                 ]
                 .into_iter()
                 .flatten()
-                .map(|(pipe, name)| {
-                    let log = RotatingLog::new(self.sandbox.join(name), self.log_max);
-                    tokio::spawn(log.copy_from(pipe))
+                .filter_map(|(pipe, name)| match pipe_reader(pipe) {
+                    Ok(pipe) => {
+                        let log = RotatingLog::new(self.sandbox.join(name), self.log_max);
+                        Some(tokio::spawn(log.copy_from(pipe)))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the task's {name}");
+                        None
+                    }
                 })
                 .collect();
-                let pid = child.id().and_then(|p| i32::try_from(p).ok());
+                let pid = i32::try_from(spawned.process.pid).ok();
                 if let Some(t) = self.task.as_mut() {
                     t.pgid = pid;
                 }
@@ -346,7 +353,7 @@ impl CommandExecutor {
                 self.send(tx, running).await;
                 let exit_tx = exit_tx.clone();
                 tokio::spawn(async move {
-                    let status = child.wait().await;
+                    let status = crate::spawn::wait(spawned.process).await;
                     // The output is on disk before the end is reported; a
                     // daemon the task left holding its pipes gets a moment.
                     for c in copiers {
@@ -475,111 +482,137 @@ fn resolve_user(user: &str) -> std::io::Result<Option<(nix::unistd::Uid, nix::un
     Ok(Some((u.uid, u.gid)))
 }
 
-/// Brings the loopback device up in a fresh network namespace.
-/// Async-signal-safe: socket(2), ioctl(2), close(2) on stack memory.
-fn loopback_up() -> std::io::Result<()> {
-    // SAFETY: `ifr` is a zeroed ifreq on this stack frame, its name field
-    // holds "lo" NUL-terminated; the socket is closed on every path.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        ifr.ifr_name[0] = b'l' as libc::c_char;
-        ifr.ifr_name[1] = b'o' as libc::c_char;
-        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
-        if result >= 0 {
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
-        }
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if result < 0 { Err(err) } else { Ok(()) }
-    }
+/// A started task: its process (the leader of its process group) and, when
+/// its output is bounded, the pipes it writes to.
+struct SpawnedTask {
+    process: crate::spawn::Spawned,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
 }
 
 /// Starts the task's command in a process group of its own, in the sandbox,
-/// with its output appended to the sandbox's `stdout` and `stderr`.
+/// with its output appended to the sandbox's `stdout` and `stderr` (through
+/// pipes when it is bounded). Started as the agent starts executors
+/// (`crate::spawn`): without copying this executor's memory for a child that
+/// only execs.
 fn spawn_task(
     task: &TaskInfo,
     sandbox: &std::path::Path,
     user: &str,
     log_max: u64,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<SpawnedTask> {
+    use crate::spawn::{c_path, c_string};
     let owner = resolve_user(user)?;
-    let no_network = task.network == cairn_model::Network::None;
-    let open = |name: &str| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(sandbox.join(name))
-    };
     let c = &task.command;
-    let mut cmd = if c.shell {
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c").arg(&c.value);
-        cmd
+    // The task's environment: this executor's, without its token (its own:
+    // the task never sees it), and the command's on top.
+    let env = crate::spawn::environment(&[cairn_tls::EXECUTOR_TOKEN_ENV], &c.environment)?;
+    // As `execvp` looks programs up: in the command's PATH if it sets one.
+    let path = c
+        .environment
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v));
+    let (program, args) = if c.shell {
+        (
+            PathBuf::from("/bin/sh"),
+            vec![c"sh".to_owned(), c"-c".to_owned(), c_string(&c.value)?],
+        )
     } else {
-        let mut cmd = tokio::process::Command::new(&c.value);
-        if let Some((argv0, rest)) = c.arguments.split_first() {
-            cmd.arg0(argv0).args(rest);
-        }
-        cmd
+        let program = find_program(&c.value, path.as_ref())?;
+        // Mesos's `arguments` include argv[0].
+        let args = match c.arguments.split_first() {
+            Some(_) => c
+                .arguments
+                .iter()
+                .map(|a| c_string(a))
+                .collect::<Result<_, _>>()?,
+            None => vec![c_string(&c.value)?],
+        };
+        (program, args)
     };
-    let output = |name: &str| -> std::io::Result<std::process::Stdio> {
+
+    // Unbounded output goes to the files; bounded output through a pipe
+    // to a copier that rotates them.
+    let output = |name: &str| -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
         if log_max == 0 {
-            Ok(open(name)?.into())
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(sandbox.join(name))?;
+            Ok((file.into(), None))
         } else {
-            Ok(std::process::Stdio::piped())
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            Ok((write, Some(read)))
         }
     };
-    // The executor's token is its own: the task never sees it.
-    cmd.current_dir(sandbox)
-        .env_remove(cairn_tls::EXECUTOR_TOKEN_ENV)
-        .envs(c.environment.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .stdout(output("stdout")?)
-        .stderr(output("stderr")?)
-        .kill_on_drop(false);
-    // SAFETY: runs in the child between fork and exec, and makes only
-    // async-signal-safe syscalls (setpgid, unshare, socket/ioctl, open/write,
-    // setgroups, setgid, setuid) on memory prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setpgid(0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if no_network {
-                if libc::unshare(libc::CLONE_NEWNET) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                loopback_up()?;
-            }
-            // The executor asked to be the OOM killer's last choice; its
-            // task should not be.
-            let fd = libc::open(
-                c"/proc/self/oom_score_adj".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            if fd >= 0 {
-                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
-            if let Some((uid, gid)) = owner {
-                // No supplementary groups, then the group, then the user
-                // (after which nothing privileged is possible).
-                if libc::setgroups(0, std::ptr::null()) < 0
-                    || libc::setgid(gid.as_raw()) < 0
-                    || libc::setuid(uid.as_raw()) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    let (stdout, stdout_pipe) = output("stdout")?;
+    let (stderr, stderr_pipe) = output("stderr")?;
+    let no_network = task.network == cairn_model::Network::None;
+    let spec = crate::spawn::SpawnSpec {
+        program: c_path(&program)?,
+        args,
+        env,
+        cwd: c_path(sandbox)?,
+        stdin: std::fs::File::open("/dev/null")?.into(),
+        stdout,
+        stderr,
+        setsid: false,
+        cgroup_procs: Vec::new(),
+        // The executor asked to be the OOM killer's last choice; its task
+        // should not be.
+        oom_score_adj: Some(b"0"),
+        unshare: if no_network { libc::CLONE_NEWNET } else { 0 },
+        setpgid: true,
+        loopback_up: no_network,
+        credentials: owner.map(|(uid, gid)| (uid.as_raw(), gid.as_raw())),
+    };
+    let process = crate::spawn::spawn(&spec)?;
+    // `spec` (with the pipes' write ends) is dropped here: the copiers see
+    // the end of the output once the task's processes have closed theirs.
+    Ok(SpawnedTask {
+        process,
+        stdout: stdout_pipe,
+        stderr: stderr_pipe,
+    })
+}
+
+/// Where `execvp` would find `name`: itself when it holds a slash, else the
+/// first executable file of that name in `path` (the task's `PATH`, else
+/// this executor's, else the usual system directories).
+fn find_program(name: &str, path: Option<&std::ffi::OsString>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
     }
-    cmd.spawn()
+    let not_found = || {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{name:?} is not in PATH"),
+        )
+    };
+    if name.is_empty() {
+        return Err(not_found());
+    }
+    let inherited = std::env::var_os("PATH");
+    let path = path
+        .or(inherited.as_ref())
+        .cloned()
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(not_found)
+}
+
+/// A pipe's read end for the copiers.
+fn pipe_reader(fd: OwnedFd) -> std::io::Result<Pipe> {
+    Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+        fd,
+    )?))
 }
 
 type Pipe = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
@@ -679,5 +712,77 @@ mod rotation_tests {
             data.ends_with(&kept),
             "the newest output is not what was kept"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod spawn_tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_as_execvp_finds_them() {
+        let path: std::ffi::OsString = "/nonexistent:/bin".into();
+        assert_eq!(
+            find_program("sh", Some(&path)).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        // A name with a slash is taken as it is, found or not.
+        assert_eq!(
+            find_program("./x/y", Some(&path)).unwrap(),
+            PathBuf::from("./x/y")
+        );
+        let missing = find_program("no-such-program-here", Some(&path)).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            find_program("", Some(&path)).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        // A directory of that name is not a program.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sh")).unwrap();
+        let path: std::ffi::OsString = format!("{}:/bin", dir.path().display()).into();
+        assert_eq!(
+            find_program("sh", Some(&path)).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_gets_its_environment_and_its_output_in_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = TaskInfo {
+            task_id: TaskId::new("t"),
+            name: "t".into(),
+            agent_id: cairn_model::AgentId::new("a"),
+            resources: cairn_model::Resources::default(),
+            command: cairn_model::CommandInfo::shell("echo \"$GREETING\"; echo oops >&2; exit 3"),
+            kill_policy: cairn_model::KillPolicy::default(),
+            labels: vec![],
+            network: cairn_model::Network::Host,
+            executor: None,
+            data: Vec::new(),
+        };
+        task.command.environment = vec![("GREETING".into(), "hello".into())];
+        for log_max in [0, 1 << 20] {
+            let t = spawn_task(&task, dir.path(), "", log_max).unwrap();
+            let copiers: Vec<_> = [(t.stdout, "stdout"), (t.stderr, "stderr")]
+                .into_iter()
+                .filter_map(|(p, name)| {
+                    let log = RotatingLog::new(dir.path().join(name), log_max);
+                    Some(tokio::spawn(log.copy_from(pipe_reader(p?).unwrap())))
+                })
+                .collect();
+            assert_eq!(copiers.len(), if log_max == 0 { 0 } else { 2 });
+            let status = crate::spawn::wait(t.process).await.unwrap();
+            for c in copiers {
+                c.await.unwrap();
+            }
+            assert_eq!(status.code(), Some(3));
+        }
+        let out = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
+        assert_eq!(out, "hello\nhello\n");
+        let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+        assert_eq!(err, "oops\noops\n");
     }
 }

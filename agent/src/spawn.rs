@@ -42,6 +42,15 @@ pub struct SpawnSpec {
     pub oom_score_adj: Option<&'static [u8]>,
     /// Flags for `unshare(2)`, 0 for none.
     pub unshare: c_int,
+    /// Lead a process group of its own (killed together with `killpg`);
+    /// implied by `setsid`.
+    pub setpgid: bool,
+    /// Bring the loopback device up after `unshare` (a new network
+    /// namespace starts with it down).
+    pub loopback_up: bool,
+    /// `(uid, gid)` to switch to last, with no supplementary groups; `None`
+    /// keeps the caller's.
+    pub credentials: Option<(libc::uid_t, libc::gid_t)>,
 }
 
 /// A started child.
@@ -53,7 +62,7 @@ pub struct Spawned {
 }
 
 /// The step of the child that failed, for the error message.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 11] = [
     "reset signals",
     "setsid",
     "join cgroup",
@@ -62,6 +71,9 @@ const STEPS: [&str; 8] = [
     "redirect stdio",
     "chdir",
     "execve",
+    "setpgid",
+    "bring loopback up",
+    "switch user",
 ];
 
 /// Shared between the parent and the child (same memory): the child's
@@ -80,6 +92,12 @@ struct Shared {
     oom: *const u8,
     oom_len: usize,
     unshare: c_int,
+    setpgid: bool,
+    loopback_up: bool,
+    /// Set when `credentials` is.
+    switch_user: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
     /// The parent's signal mask, restored in the child before `execve`.
     mask: libc::sigset_t,
     failed_step: usize,
@@ -123,6 +141,11 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
         oom: oom.as_ptr(),
         oom_len: oom.len(),
         unshare: spec.unshare,
+        setpgid: spec.setpgid,
+        loopback_up: spec.loopback_up,
+        switch_user: spec.credentials.is_some(),
+        uid: spec.credentials.map_or(0, |c| c.0),
+        gid: spec.credentials.map_or(0, |c| c.1),
         // SAFETY: sigset_t is plain data; it is filled by pthread_sigmask
         // below before anything reads it.
         mask: unsafe { std::mem::zeroed() },
@@ -223,6 +246,9 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         if s.setsid && libc::setsid() < 0 {
             fail(s, 1);
         }
+        if s.setpgid && !s.setsid && libc::setpgid(0, 0) < 0 {
+            fail(s, 8);
+        }
         for i in 0..s.procs_len {
             let path = *s.procs.add(i);
             let fd = libc::open(path, libc::O_WRONLY | libc::O_CLOEXEC);
@@ -246,6 +272,23 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         if s.unshare != 0 && libc::unshare(s.unshare) < 0 {
             fail(s, 4);
         }
+        if s.loopback_up {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                fail(s, 9);
+            }
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            ifr.ifr_name[0] = b'l' as libc::c_char;
+            ifr.ifr_name[1] = b'o' as libc::c_char;
+            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+                fail(s, 9);
+            }
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
+                fail(s, 9);
+            }
+            libc::close(fd);
+        }
         for (target, fd) in s.fds.iter().enumerate() {
             let target = c_int::try_from(target).unwrap_or(0);
             if libc::dup2(*fd, target) < 0 {
@@ -254,6 +297,15 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         }
         if libc::chdir(s.cwd) < 0 {
             fail(s, 6);
+        }
+        // No supplementary groups, then the group, then the user (after
+        // which nothing privileged is possible).
+        if s.switch_user
+            && (libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(s.gid) < 0
+                || libc::setuid(s.uid) < 0)
+        {
+            fail(s, 10);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &s.mask, std::ptr::null_mut());
         libc::execve(s.program, s.argv, s.envp);
@@ -275,27 +327,7 @@ pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::R
         cairn_tls::AGENT_CA_ENV,
         cairn_tls::EXECUTOR_TOKEN_ENV,
     ];
-    let mut vars: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
-        std::env::vars_os()
-            .filter(|(k, _)| !WITHHELD.iter().any(|w| k == w))
-            .collect();
-    for (k, v) in &spec.env {
-        vars.insert(k.into(), v.into());
-    }
-    let env = vars
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "an environment entry holds a NUL byte",
-                )
-            })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
+    let env = environment(&WITHHELD, &spec.env)?;
     let program = c_path(&spec.program)?;
     let mut args = vec![program.clone()];
     for a in &spec.args {
@@ -319,7 +351,35 @@ pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::R
         cgroup_procs: Vec::new(),
         oom_score_adj: None,
         unshare: 0,
+        setpgid: false,
+        loopback_up: false,
+        credentials: None,
     })
+}
+
+/// This process's environment without the `withheld` names, with `extra`
+/// on top, as `KEY=value` entries for `execve`.
+pub fn environment(withheld: &[&str], extra: &[(String, String)]) -> io::Result<Vec<CString>> {
+    let mut vars: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+        std::env::vars_os()
+            .filter(|(k, _)| !withheld.iter().any(|w| k == w))
+            .collect();
+    for (k, v) in extra {
+        vars.insert(k.into(), v.into());
+    }
+    vars.iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an environment entry holds a NUL byte",
+                )
+            })
+        })
+        .collect()
 }
 
 /// Waits for a spawned executor in the background: the receiver yields its
@@ -411,6 +471,9 @@ mod tests {
             cgroup_procs: Vec::new(),
             oom_score_adj: None,
             unshare: 0,
+            setpgid: false,
+            loopback_up: false,
+            credentials: None,
         }
     }
 
@@ -430,6 +493,33 @@ mod tests {
         let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
         let expected = format!("hello {}\nleader\n", dir.path().display());
         assert_eq!(out, expected);
+    }
+
+    #[tokio::test]
+    async fn the_child_leads_its_process_group_and_runs_as_the_user_given() {
+        let dir = tempfile::tempdir().unwrap();
+        // The process group is field 5 of /proc/self/stat, after the state
+        // and the parent.
+        let mut s = spec(
+            dir.path(),
+            r#"set -- $(cat /proc/$$/stat); [ "$5" = "$$" ] && echo group; id -u; id -g; id -G"#,
+            dir.path(),
+        );
+        s.setsid = false;
+        s.setpgid = true;
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            s.credentials = Some((65534, 65534));
+        }
+        let status = wait(spawn(&s).unwrap()).await.unwrap();
+        assert_eq!(status.code(), Some(0));
+        let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        if root {
+            // No supplementary group of the agent's is kept.
+            assert_eq!(out, "group\n65534\n65534\n65534\n");
+        } else {
+            assert!(out.starts_with("group\n"), "{out}");
+        }
     }
 
     #[tokio::test]
