@@ -32,36 +32,18 @@ async fn cluster(agent_args: &[&str]) -> Cluster {
     .await
 }
 
-/// Launches one task built by `build` on the first offer; returns its id.
+/// Launches one task built by `build` on the first offer.
 async fn launch(fw: &mut TestFramework, id: &str, build: impl FnOnce(TaskBuilder) -> TaskBuilder) {
-    let offer = fw.offers(T).await.remove(0);
-    let task = build(TaskBuilder::new(id).cpus(0.5).mem(64.0))
-        .build(&offer.agent_id)
-        .unwrap();
-    fw.driver
-        .accept(
-            std::slice::from_ref(&offer.id),
-            vec![task],
-            Some(Duration::ZERO),
-        )
-        .await
-        .unwrap();
+    fw.launch_one(build(TaskBuilder::new(id).cpus(0.5).mem(64.0)), T)
+        .await;
 }
 
 /// The task's stdout, read from its sandbox on the host.
 fn stdout_of(cluster: &Cluster, task: &str) -> String {
-    let root = cluster.agents[0].work_dir().join("frameworks");
-    for fw in std::fs::read_dir(&root).unwrap().flatten() {
-        let runs = fw.path().join("executors").join(task).join("runs");
-        if let Some(run) = std::fs::read_dir(runs)
-            .ok()
-            .and_then(|mut r| r.next())
-            .and_then(Result::ok)
-        {
-            return std::fs::read_to_string(run.path().join("stdout")).unwrap_or_default();
-        }
-    }
-    String::new()
+    cluster.agents[0]
+        .sandbox_of(task)
+        .and_then(|run| std::fs::read_to_string(run.join("stdout")).ok())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

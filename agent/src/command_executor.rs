@@ -54,6 +54,8 @@ pub fn main() -> Result<(), ExecutorError> {
         crate::isolation::container::enter()
             .map_err(|e| ExecutorError::Container(e.to_string()))?;
     }
+    // Named for `ps` and `top` (informational; errors are harmless).
+    let _ = nix::sys::prctl::set_name(c"cairn-executor");
     let endpoint = env("MESOS_AGENT_ENDPOINT")?;
     let framework_id = FrameworkId::parse("MESOS_FRAMEWORK_ID", &env("MESOS_FRAMEWORK_ID")?)
         .map_err(|e| ExecutorError::BadEnv {

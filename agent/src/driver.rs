@@ -44,6 +44,13 @@ pub enum Command {
     Containers(oneshot::Sender<Vec<ContainerSummary>>),
     /// Ends every executor; replies once all are gone.
     Shutdown(oneshot::Sender<()>),
+    /// A direct task's container ended (see `crate::direct`).
+    DirectExited {
+        container_id: ContainerId,
+        termination: Termination,
+    },
+    /// A direct task's kill grace period is over: its container goes.
+    DirectGraceOver(ContainerId),
 }
 
 /// What the agent knows, for registration and views.
@@ -69,6 +76,11 @@ pub struct ExecutorLaunch {
     pub allow_root_tasks: bool,
     /// See `AgentArgs::task_log_max_size`.
     pub task_log_max_size: u64,
+    /// Command tasks run without an executor (`AgentArgs::command_tasks`).
+    pub direct_tasks: bool,
+    /// Where direct tasks' shims record exit statuses the agent could not
+    /// wait for.
+    pub exit_dir: PathBuf,
     /// The cluster CA (PEM) when the agent serves TLS: executors get it in
     /// [`cairn_tls::AGENT_CA_ENV`] to verify the agent they connect back to.
     pub agent_ca: Option<String>,
@@ -134,10 +146,10 @@ impl Handle {
     }
 }
 
-struct Driver {
-    core: Agent,
-    launcher: Arc<dyn Launcher>,
-    exec: ExecutorLaunch,
+pub(crate) struct Driver {
+    pub(crate) core: Agent,
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) exec: ExecutorLaunch,
     /// Where records go before they take effect (none: not checkpointing).
     checkpoint: Option<CheckpointLog>,
     /// Executors' pids, for the checkpoint's snapshots.
@@ -145,7 +157,10 @@ struct Driver {
     master: Option<MasterSink>,
     executors: HashMap<ExecConn, ExecutorSink>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
-    tx: mpsc::Sender<Command>,
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) next_conn: Arc<std::sync::atomic::AtomicU64>,
+    /// Command tasks the agent runs itself.
+    pub(crate) direct: crate::direct::DirectTasks,
 }
 
 /// What a restarted agent found in its checkpoint, for the driver to take
@@ -167,9 +182,10 @@ pub fn spawn(
     recovery: Recovery,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(65_536);
+    let next_conn = Arc::new(std::sync::atomic::AtomicU64::new(1));
     let handle = Handle {
         tx: tx.clone(),
-        next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        next_conn: next_conn.clone(),
     };
     let mut driver = Driver {
         core,
@@ -181,6 +197,8 @@ pub fn spawn(
         executors: HashMap::new(),
         shutdown_waiters: Vec::new(),
         tx,
+        next_conn,
+        direct: crate::direct::DirectTasks::default(),
     };
     driver.reattach(recovery);
     (handle, tokio::spawn(driver.run(rx)))
@@ -207,6 +225,17 @@ impl Driver {
                 .or_else(|| crate::launcher::find_executor(&c.container_id));
             let exited = pid.and_then(|p| self.launcher.recover(&c.container_id, p, &c.resources));
             match (exited, pid) {
+                // A direct task's shim records the status right before it
+                // exits (it may linger as a zombie of whoever adopted it).
+                _ if self.direct_exit_recorded(&c.container_id) => {
+                    tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, "direct task ended while the agent was down");
+                    self.direct_recovered(&c, None);
+                }
+                (Some(exited), Some(pid)) if crate::direct::is_direct(pid.pid) => {
+                    tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, pid = pid.pid, "recovered direct task");
+                    self.pids.insert(c.container_id.clone(), pid);
+                    self.direct_recovered(&c, Some(exited));
+                }
                 (Some(exited), Some(pid)) => {
                     tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, pid = pid.pid, "recovered executor");
                     self.pids.insert(c.container_id.clone(), pid);
@@ -221,11 +250,12 @@ impl Driver {
                 }
             }
         }
+        self.forget_stale_exit_records();
         self.dispatch();
     }
 
     /// Feeds the container's end to the core when its executor exits.
-    fn watch(&self, container_id: ContainerId, exited: oneshot::Receiver<Termination>) {
+    pub(crate) fn watch(&self, container_id: ContainerId, exited: oneshot::Receiver<Termination>) {
         let tx = self.tx.clone();
         let launcher = self.launcher.clone();
         tokio::spawn(async move {
@@ -339,6 +369,11 @@ impl Driver {
                 self.core.handle(Time::now(), Input::Shutdown);
                 self.shutdown_waiters.push(reply);
             }
+            Command::DirectExited {
+                container_id,
+                termination,
+            } => self.direct_exited(&container_id, termination),
+            Command::DirectGraceOver(container_id) => self.direct_grace_over(&container_id),
         }
     }
 
@@ -408,21 +443,9 @@ impl Driver {
                     }
                 }
                 Output::Launch(spec) => self.launch(spec),
-                Output::Destroy { container_id } => {
-                    let launcher = self.launcher.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let started = std::time::Instant::now();
-                        match launcher.destroy(&container_id) {
-                            Ok(()) => tracing::debug!(
-                                %container_id,
-                                elapsed_ms = started.elapsed().as_millis() as u64,
-                                "container destroyed"
-                            ),
-                            Err(e) => {
-                                tracing::error!(%container_id, error = %e, "cannot destroy container")
-                            }
-                        }
-                    });
+                Output::Destroy { container_id } => self.destroy(container_id),
+                Output::ToExecutor { conn, command } if self.direct.has(conn) => {
+                    self.direct_command(conn, command);
                 }
                 Output::ToExecutor { conn, command } => {
                     let Some(sink) = self.executors.get(&conn) else {
@@ -470,40 +493,126 @@ impl Driver {
         }
     }
 
+    /// Destroys a container off the driver's task (it may wait for its
+    /// processes to die).
+    pub(crate) fn destroy(&self, container_id: ContainerId) {
+        let launcher = self.launcher.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match launcher.destroy(&container_id) {
+                Ok(()) => tracing::debug!(
+                    %container_id,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "container destroyed"
+                ),
+                Err(e) => {
+                    tracing::error!(%container_id, error = %e, "cannot destroy container")
+                }
+            }
+        });
+    }
+
+    /// Reports a container that could not be started to the core.
+    pub(crate) fn launch_failed(
+        &mut self,
+        container_id: &ContainerId,
+        reason: Reason,
+        message: String,
+    ) {
+        tracing::error!(%container_id, %message, "container launch failed");
+        self.core.handle(
+            Time::now(),
+            Input::ContainerLaunchFailed {
+                container_id: container_id.clone(),
+                reason,
+                message,
+            },
+        );
+    }
+
+    /// Records a started container's first process, so a restarted agent
+    /// finds it.
+    pub(crate) fn record_pid(&mut self, container_id: &ContainerId, pid: u32) {
+        if let Some(start_time) = crate::launcher::process_start_time(pid) {
+            let pid = PidRecord { pid, start_time };
+            self.pids.insert(container_id.clone(), pid);
+            if let Some(log) = self.checkpoint.as_mut()
+                && let Err(e) = log.append(&Record::Pid(container_id.clone(), pid))
+            {
+                fatal(&e);
+            }
+        }
+    }
+
     fn launch(&mut self, spec: LaunchSpec) {
-        let sandbox = self.exec.work_dir.join(&spec.sandbox);
-        let container_id = spec.container_id.clone();
-        let failed = |driver: &mut Driver, reason: Reason, message: String| {
-            tracing::error!(%container_id, %message, "container launch failed");
-            driver.core.handle(
-                Time::now(),
-                Input::ContainerLaunchFailed {
-                    container_id: container_id.clone(),
-                    reason,
-                    message,
-                },
-            );
+        let Some((sandbox, env)) = self.prepare(&spec) else {
+            return;
         };
+        if spec.command.is_none() && self.exec.direct_tasks {
+            self.direct_launch(spec, sandbox, env);
+            return;
+        }
+        let mut env = env;
+        // The command executor (this binary), or the framework's own
+        // executor command, run as Mesos runs it. The latter starts behind
+        // this binary's `container-exec`, which sets the container up (as
+        // the command executor does for itself) and then execs it.
+        let (program, args) = match &spec.command {
+            None => (self.exec.program.clone(), self.exec.args.clone()),
+            Some(c) => {
+                env.extend(c.environment.iter().cloned());
+                (self.exec.program.clone(), container_exec_args(c))
+            }
+        };
+        let container = ContainerSpec {
+            container_id: spec.container_id.clone(),
+            program,
+            args,
+            env,
+            sandbox,
+            resources: spec.resources.clone(),
+            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+            task_output: false,
+        };
+        match self.launcher.launch(container) {
+            Ok(launched) => {
+                tracing::debug!(container_id = %spec.container_id, pid = launched.pid, "executor started");
+                self.record_pid(&spec.container_id, launched.pid);
+                self.watch(spec.container_id.clone(), launched.exited);
+            }
+            Err(e) => self.launch_failed(
+                &spec.container_id,
+                Reason::ContainerLaunchFailed,
+                e.to_string(),
+            ),
+        }
+    }
+
+    /// The container's sandbox, made and given to the task's user, and the
+    /// environment every container of the agent gets. `None` when that
+    /// failed (the core was told).
+    fn prepare(&mut self, spec: &LaunchSpec) -> Option<(PathBuf, Vec<(String, String)>)> {
+        let sandbox = self.exec.work_dir.join(&spec.sandbox);
         if let Err(e) = std::fs::create_dir_all(&sandbox) {
-            failed(
-                self,
+            self.launch_failed(
+                &spec.container_id,
                 Reason::ContainerLaunchFailed,
                 format!("cannot create sandbox {}: {e}", sandbox.display()),
             );
-            return;
+            return None;
         }
         let owner = match task_owner(&spec.user, self.exec.allow_root_tasks) {
             Ok(owner) => owner,
             Err((reason, message)) => {
-                failed(self, reason, message);
-                return;
+                self.launch_failed(&spec.container_id, reason, message);
+                return None;
             }
         };
         if let Some((uid, gid)) = owner
             && let Err(e) = nix::unistd::chown(&sandbox, Some(uid), Some(gid))
         {
-            failed(
-                self,
+            self.launch_failed(
+                &spec.container_id,
                 Reason::ContainerLaunchFailed,
                 format!(
                     "cannot give sandbox {} to user {}: {e}",
@@ -511,7 +620,7 @@ impl Driver {
                     spec.user
                 ),
             );
-            return;
+            return None;
         }
         let agent_id = self
             .core
@@ -530,7 +639,7 @@ impl Driver {
             .as_ref()
             .map(|key| key.token(&framework_id, spec.executor_id.as_str()));
         let sandbox_str = sandbox.display().to_string();
-        let mut env = vec![
+        let mut env: Vec<(String, String)> = vec![
             (
                 "MESOS_AGENT_ENDPOINT".into(),
                 self.exec.agent_endpoint.clone(),
@@ -566,53 +675,22 @@ impl Driver {
         if let Some(token) = token {
             env.push((cairn_tls::EXECUTOR_TOKEN_ENV.into(), token));
         }
-        // The command executor (this binary), or the framework's own
-        // executor command, run as Mesos runs it. The latter starts behind
-        // this binary's `container-exec`, which sets the container up (as
-        // the command executor does for itself) and then execs it.
-        let (program, args) = match &spec.command {
-            None => (self.exec.program.clone(), self.exec.args.clone()),
-            Some(c) => {
-                env.extend(c.environment.iter().cloned());
-                let mut args = vec![CONTAINER_EXEC.to_string(), "--".to_string()];
-                if c.shell {
-                    args.extend(["/bin/sh".to_string(), "-c".to_string(), c.value.clone()]);
-                } else {
-                    args.push(c.value.clone());
-                    args.extend(c.arguments.iter().skip(1).cloned());
-                }
-                (self.exec.program.clone(), args)
-            }
-        };
-        let container = ContainerSpec {
-            container_id: spec.container_id.clone(),
-            program,
-            args,
-            env,
-            sandbox,
-            resources: spec.resources.clone(),
-            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
-        };
-        match self.launcher.launch(container) {
-            Ok(launched) => {
-                tracing::debug!(container_id = %spec.container_id, pid = launched.pid, "executor started");
-                if let Some(start_time) = crate::launcher::process_start_time(launched.pid) {
-                    let pid = PidRecord {
-                        pid: launched.pid,
-                        start_time,
-                    };
-                    self.pids.insert(spec.container_id.clone(), pid);
-                    if let Some(log) = self.checkpoint.as_mut()
-                        && let Err(e) = log.append(&Record::Pid(spec.container_id.clone(), pid))
-                    {
-                        fatal(&e);
-                    }
-                }
-                self.watch(spec.container_id.clone(), launched.exited);
-            }
-            Err(e) => failed(self, Reason::ContainerLaunchFailed, e.to_string()),
-        }
+        Some((sandbox, env))
     }
+}
+
+/// `container-exec` arguments that run `c` (a framework's executor command
+/// or a direct task's command), as Mesos runs commands: `sh -c value`, or
+/// `value` with `arguments` (whose first is argv[0]).
+pub(crate) fn container_exec_args(c: &cairn_model::CommandInfo) -> Vec<String> {
+    let mut args = vec![CONTAINER_EXEC.to_string(), "--".to_string()];
+    if c.shell {
+        args.extend(["/bin/sh".to_string(), "-c".to_string(), c.value.clone()]);
+    } else {
+        args.push(c.value.clone());
+        args.extend(c.arguments.iter().skip(1).cloned());
+    }
+    args
 }
 
 /// Who will own the task's processes and sandbox: `None` when the agent

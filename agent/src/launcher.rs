@@ -29,6 +29,24 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// Unix user to run as; `None` runs as the agent's user.
     pub user: Option<String>,
+    /// The program is a task the agent runs itself (no executor): its
+    /// output goes to the sandbox's `stdout` and `stderr`, not to
+    /// `executor.log`.
+    pub task_output: bool,
+}
+
+impl ContainerSpec {
+    /// The files the container's first process writes its stdout and stderr
+    /// to: an executor's `executor.log`, a direct task's `stdout` and
+    /// `stderr`.
+    pub fn output(&self) -> (PathBuf, PathBuf) {
+        if self.task_output {
+            (self.sandbox.join("stdout"), self.sandbox.join("stderr"))
+        } else {
+            let log = self.sandbox.join("executor.log");
+            (log.clone(), log)
+        }
+    }
 }
 
 /// Names of the environment only: it holds the executor's token.
@@ -45,6 +63,7 @@ impl std::fmt::Debug for ContainerSpec {
             .field("sandbox", &self.sandbox)
             .field("resources", &self.resources)
             .field("user", &self.user)
+            .field("task_output", &self.task_output)
             .finish()
     }
 }
@@ -106,6 +125,10 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), LaunchError> {
         Ok(())
     }
+    /// Sends `signal` to every process of the container (a task's polite
+    /// stop before `destroy`). Processes that ignore it (the shim of a
+    /// direct task, a namespace's init) are not ended by it.
+    fn signal(&self, container_id: &ContainerId, signal: Signal) -> Result<(), LaunchError>;
     /// A limit the container hit (out of memory), if isolation enforces any.
     fn limitation(&self, _container_id: &ContainerId) -> Option<Limitation> {
         None
@@ -196,10 +219,9 @@ impl Launcher for PosixLauncher {
     }
 
     fn launch(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
-        let log_path = spec.sandbox.join("executor.log");
         let spawn_spec =
-            crate::spawn::executor_spec(&spec, &log_path).map_err(|source| LaunchError::Open {
-                path: log_path.clone(),
+            crate::spawn::executor_spec(&spec).map_err(|source| LaunchError::Open {
+                path: spec.output().0,
                 source,
             })?;
         let child = crate::spawn::spawn(&spawn_spec).map_err(|source| LaunchError::Spawn {
@@ -215,6 +237,25 @@ impl Launcher for PosixLauncher {
             pid,
             exited: crate::spawn::watch(child),
         })
+    }
+
+    fn signal(&self, container_id: &ContainerId, signal: Signal) -> Result<(), LaunchError> {
+        let sid = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(container_id).copied())
+            .filter(|s| *s > 1);
+        let Some(sid) = sid else {
+            return Err(LaunchError::Destroy {
+                container: container_id.clone(),
+                reason: "no such container".into(),
+            });
+        };
+        for pid in session_members(sid) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+        Ok(())
     }
 
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod checkpoint;
 pub mod command_executor;
+mod direct;
 pub mod driver;
 pub mod executor_api;
 pub mod http;
@@ -117,6 +118,14 @@ pub struct AgentArgs {
     /// the two never hold more. `0`: unlimited. Accepts `10MB`, `1GiB`, bytes.
     #[arg(long, value_parser = parse_size, default_value = "100MB")]
     pub task_log_max_size: u64,
+    /// How command tasks run: "executor" (each under a command executor
+    /// process of its own, as in Mesos) or "direct" (the agent starts the
+    /// task's process in its container itself and reports its states; a
+    /// small shim per container keeps its exit status across agent
+    /// restarts). Direct saves an executor process per task; its output
+    /// goes to the sandbox unbounded, so it needs --task-log-max-size 0.
+    #[arg(long, value_enum, default_value_t = CommandTasks::Executor)]
+    pub command_tasks: CommandTasks,
     /// This agent's principal and secret for the master, a JSON file:
     /// `{"principal": "...", "secret": "..."}`.
     #[arg(long)]
@@ -285,6 +294,15 @@ pub enum AgentError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("{path}: {reason}")]
     Security { path: PathBuf, reason: String },
+    #[error("invalid flags: {0}")]
+    Flags(String),
+}
+
+/// How the agent runs command tasks (see `AgentArgs::command_tasks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CommandTasks {
+    Executor,
+    Direct,
 }
 
 /// The program executors are started with: this binary, `executor`.
@@ -316,6 +334,11 @@ pub async fn serve(
             None => None,
         },
     });
+    if args.command_tasks == CommandTasks::Direct && args.task_log_max_size != 0 {
+        return Err(AgentError::Flags(
+            "--command-tasks direct writes task output to the sandbox unbounded: it needs --task-log-max-size 0 (bounded output needs --command-tasks executor)".into(),
+        ));
+    }
     std::fs::create_dir_all(&args.work_dir).map_err(|source| AgentError::WorkDir {
         path: args.work_dir.clone(),
         source,
@@ -462,6 +485,14 @@ pub async fn serve(
         )?)),
         None => None,
     };
+    // Direct tasks' shims record exit statuses here when the agent is gone
+    // (made whatever the mode: containers from a run in direct mode may be
+    // recovered by one that is not).
+    let exit_dir = work_dir.join("meta").join("exits");
+    std::fs::create_dir_all(&exit_dir).map_err(|source| AgentError::WorkDir {
+        path: exit_dir.clone(),
+        source,
+    })?;
     let (handle, _driver) = driver::spawn(
         core,
         launcher.clone(),
@@ -472,6 +503,8 @@ pub async fn serve(
             agent_endpoint: addr.to_string(),
             allow_root_tasks: args.allow_root_tasks,
             task_log_max_size: args.task_log_max_size,
+            direct_tasks: args.command_tasks == CommandTasks::Direct,
+            exit_dir,
             agent_ca: identity.as_ref().map(|id| id.ca_pem.clone()),
             executor_key: executor_key.clone(),
         },

@@ -272,22 +272,8 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         if s.unshare != 0 && libc::unshare(s.unshare) < 0 {
             fail(s, 4);
         }
-        if s.loopback_up {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                fail(s, 9);
-            }
-            let mut ifr: libc::ifreq = std::mem::zeroed();
-            ifr.ifr_name[0] = b'l' as libc::c_char;
-            ifr.ifr_name[1] = b'o' as libc::c_char;
-            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
-                fail(s, 9);
-            }
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
-                fail(s, 9);
-            }
-            libc::close(fd);
+        if s.loopback_up && loopback_up().is_err() {
+            fail(s, 9);
         }
         for (target, fd) in s.fds.iter().enumerate() {
             let target = c_int::try_from(target).unwrap_or(0);
@@ -313,9 +299,36 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     }
 }
 
+/// Brings the loopback device up in a fresh network namespace.
+/// Async-signal-safe (socket(2), ioctl(2) and close(2) on stack memory, no
+/// allocation), so a spawned child may call it before `execve`; on failure
+/// `errno` still holds the cause.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: `ifr` is a zeroed ifreq on this stack frame, its name field
+    // holds "lo" NUL-terminated; the socket is closed on every path.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if result >= 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if result < 0 { Err(err) } else { Ok(()) }
+    }
+}
+
 /// The spawn of a container's executor: `program` and `args` with the
-/// agent's environment plus `env`, in `sandbox`, with output to `log`.
-pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::Result<SpawnSpec> {
+/// agent's environment plus `env`, in `sandbox`, with output to the files
+/// named by [`ContainerSpec::output`](crate::launcher::ContainerSpec::output).
+pub fn executor_spec(spec: &crate::launcher::ContainerSpec) -> io::Result<SpawnSpec> {
     // The CLI's credentials and the agent's join token never reach tasks;
     // an executor's agent CA and token are the ones this agent gives (in
     // `spec.env`), never what the agent itself inherited (an agent inside
@@ -333,11 +346,13 @@ pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::R
     for a in &spec.args {
         args.push(c_string(a)?);
     }
-    let open_log = || {
+    let (out, err) = spec.output();
+    let open_log = |log: &Path| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", log.display())))
     };
     Ok(SpawnSpec {
         program,
@@ -345,8 +360,8 @@ pub fn executor_spec(spec: &crate::launcher::ContainerSpec, log: &Path) -> io::R
         env,
         cwd: c_path(&spec.sandbox)?,
         stdin: std::fs::File::open("/dev/null")?.into(),
-        stdout: open_log()?.into(),
-        stderr: open_log()?.into(),
+        stdout: open_log(&out)?.into(),
+        stderr: open_log(&err)?.into(),
         setsid: true,
         cgroup_procs: Vec::new(),
         oom_score_adj: None,

@@ -106,6 +106,16 @@ pub type Agent = Restartable;
 
 impl Restartable {
     /// An agent's work directory.
+    /// The sandbox of `task`'s (first) run on this agent, if it has one.
+    pub fn sandbox_of(&self, task: &str) -> Option<PathBuf> {
+        let root = self.work_dir().join("frameworks");
+        std::fs::read_dir(&root).ok()?.flatten().find_map(|fw| {
+            let runs = fw.path().join("executors").join(task).join("runs");
+            let run = std::fs::read_dir(runs).ok()?.next()?.ok()?;
+            Some(run.path())
+        })
+    }
+
     pub fn work_dir(&self) -> PathBuf {
         let i = self
             .args

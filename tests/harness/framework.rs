@@ -132,6 +132,21 @@ impl TestFramework {
         .await
     }
 
+    /// Launches the task `builder` describes on the first offer that comes
+    /// (declining nothing else: the offer's rest returns at once).
+    pub async fn launch_one(&mut self, builder: cairn_sdk::TaskBuilder, timeout: Duration) {
+        let offer = self.offers(timeout).await.remove(0);
+        let task = builder.build(&offer.agent_id).expect("a valid task");
+        self.driver
+            .accept(
+                std::slice::from_ref(&offer.id),
+                vec![task],
+                Some(Duration::ZERO),
+            )
+            .await
+            .expect("the accept reaches the master");
+    }
+
     /// The next update for `task` that satisfies `pred`.
     pub async fn update(
         &mut self,

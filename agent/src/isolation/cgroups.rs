@@ -295,6 +295,19 @@ impl Cgroups {
             .map(|s| s.to_controller().path().to_path_buf())
     }
 
+    /// Sends `signal` to every process in the container's cgroups (one
+    /// pass: a process forked meanwhile may be missed, which is what a
+    /// polite signal before a SIGKILL can afford). Returns how many were
+    /// signalled.
+    pub fn signal(&self, id: &ContainerId, signal: Signal) -> usize {
+        let cg = self.load(id);
+        cg.procs()
+            .iter()
+            .filter_map(|p: &CgroupPid| i32::try_from(p.pid).ok())
+            .filter(|pid| kill(Pid::from_raw(*pid), signal).is_ok())
+            .count()
+    }
+
     /// Changes a live container's cpu and memory limits (pids stay). Memory
     /// is changed in the order the kernel allows: memory+swap first when it
     /// grows, last when it shrinks; a limit under what the container uses

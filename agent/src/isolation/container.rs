@@ -49,6 +49,9 @@ pub fn is_container_start() -> bool {
 /// Sets the container up. Returns only in the executor process; the shim and
 /// init processes exit from here.
 pub fn enter() -> Result<(), ContainerError> {
+    // Named for `ps` and `top`: each process of a container says what it
+    // is (the name is informational; errors are harmless).
+    let _ = nix::sys::prctl::set_name(c"cairn-shim");
     let sandbox = std::env::var("CAIRN_CONTAINER_SANDBOX").unwrap_or_default();
     let hostname = std::env::var("CAIRN_CONTAINER_HOSTNAME").unwrap_or_else(|_| "container".into());
 
@@ -107,10 +110,11 @@ pub fn enter() -> Result<(), ContainerError> {
     // SAFETY: this process is single-threaded (no runtime or other thread
     // has been started), so the child may do anything after fork.
     match unsafe { fork() }.map_err(step("fork the container's init"))? {
-        ForkResult::Parent { child } => std::process::exit(wait_exit_code(child)),
+        ForkResult::Parent { child } => shim_exit(wait_exit_code(child)),
         ForkResult::Child => {}
     }
     // PID 1 of the new namespace.
+    let _ = nix::sys::prctl::set_name(c"cairn-init");
     mount(
         Some("proc"),
         "/proc",
@@ -141,6 +145,10 @@ pub fn enter() -> Result<(), ContainerError> {
 /// `<binary> container-exec -- program args...`: sets the container up
 /// (when the launcher made one with namespaces), then execs `program` as
 /// its executor, in the container's sandbox. Returns only on failure.
+///
+/// With [`DIRECT_TASK_ENV`] set, `program` is a task the agent runs without
+/// an executor, and this process stays as its shim: it waits for the task
+/// and ends with its status (see [`direct_task_setup`]).
 pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerError> {
     use std::os::unix::process::CommandExt;
     let rest = match args.iter().position(|a| a == "--") {
@@ -153,8 +161,24 @@ pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerE
             source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         });
     };
+    let direct = std::env::var_os(DIRECT_TASK_ENV).is_some();
+    if direct {
+        direct_task_setup()?;
+    }
     if is_container_start() {
         enter()?;
+    } else if direct {
+        // No namespaces: this process waits for the task as the shim.
+        let _ = nix::sys::prctl::set_name(c"cairn-shim");
+        // SAFETY: this process is single-threaded (no runtime or other
+        // thread has been started), so the child may do anything after fork.
+        match unsafe { fork() }.map_err(step("fork the task"))? {
+            ForkResult::Parent { child } => shim_exit(wait_exit_code(child)),
+            ForkResult::Child => {}
+        }
+    }
+    if direct {
+        direct_task_enter()?;
     }
     let err = std::process::Command::new(program)
         .args(program_args)
@@ -163,6 +187,127 @@ pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerE
         step: format!("exec {program}"),
         source: err,
     })
+}
+
+/// Set by the agent for a task it runs without an executor.
+pub const DIRECT_TASK_ENV: &str = "CAIRN_DIRECT_TASK";
+/// Where a direct task's shim records the task's exit status when the agent
+/// that started it is gone (a restarted agent reads it there).
+pub const EXIT_DIR_ENV: &str = "CAIRN_EXIT_DIR";
+/// `none`: the task gets a network namespace of its own with loopback only.
+pub const TASK_NETWORK_ENV: &str = "CAIRN_TASK_NETWORK";
+/// The user a direct task runs as ("" or unset: the agent's).
+pub const TASK_USER_ENV: &str = "CAIRN_TASK_USER";
+
+/// What a direct task's shim needs when it ends: where to record the
+/// status, and the agent it was started by.
+struct ShimRecord {
+    dir: OwnedFd,
+    name: String,
+    parent: Pid,
+}
+
+static SHIM_RECORD: std::sync::OnceLock<ShimRecord> = std::sync::OnceLock::new();
+
+/// The shim's side of a direct task, before the container is entered:
+/// SIGTERM is ignored (the agent signals every process of the container to
+/// stop its task; the shim and init must outlive the task to report its
+/// end), and the exit directory is opened while the host's mounts are still
+/// in view.
+fn direct_task_setup() -> Result<(), ContainerError> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_IGN installs no handler code; single-threaded here.
+    unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.map_err(step("ignore SIGTERM"))?;
+    if let (Some(dir), Ok(name)) = (
+        std::env::var_os(EXIT_DIR_ENV),
+        std::env::var("CAIRN_CONTAINER_ID"),
+    ) {
+        let dir = open(
+            Path::new(&dir),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(step(format!("open the exit directory {}", dir.display())))?;
+        let _ = SHIM_RECORD.set(ShimRecord {
+            dir,
+            name,
+            parent: nix::unistd::getppid(),
+        });
+    }
+    Ok(())
+}
+
+/// Ends the shim with its task's status, recording it first when the agent
+/// that started the shim is gone (the shim was re-parented): the agent's
+/// next run cannot wait for it and reads the record instead.
+fn shim_exit(code: i32) -> ! {
+    if let Some(r) = SHIM_RECORD.get()
+        && nix::unistd::getppid() != r.parent
+    {
+        use std::io::Write;
+        let file = nix::fcntl::openat(
+            &r.dir,
+            r.name.as_str(),
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        );
+        if let Ok(fd) = file {
+            let mut f = std::fs::File::from(fd);
+            let _ = f.write_all(code.to_string().as_bytes());
+            let _ = f.sync_all();
+        }
+    }
+    std::process::exit(code)
+}
+
+/// The task's side of a direct task, in its own process just before exec:
+/// SIGTERM back to its default, an ordinary OOM score, a network namespace
+/// of its own when asked, and the task's user (last: nothing privileged is
+/// possible after it). The agent's own variables are not the task's.
+fn direct_task_enter() -> Result<(), ContainerError> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code; single-threaded here.
+    unsafe { signal(Signal::SIGTERM, SigHandler::SigDfl) }.map_err(step("reset SIGTERM"))?;
+    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    if std::env::var(TASK_NETWORK_ENV).as_deref() == Ok("none") {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(step("enter a network namespace of its own"))?;
+        crate::spawn::loopback_up().map_err(|source| ContainerError::Io {
+            step: "bring loopback up".into(),
+            source,
+        })?;
+    }
+    let user = std::env::var(TASK_USER_ENV).unwrap_or_default();
+    // SAFETY: single-threaded; nothing reads the environment concurrently.
+    unsafe {
+        for name in [
+            DIRECT_TASK_ENV,
+            EXIT_DIR_ENV,
+            TASK_NETWORK_ENV,
+            TASK_USER_ENV,
+            "CAIRN_CONTAINER_ID",
+        ] {
+            std::env::remove_var(name);
+        }
+    }
+    if !user.is_empty() {
+        let u = nix::unistd::User::from_name(&user)
+            .map_err(step(format!("look user {user} up")))?
+            .ok_or_else(|| ContainerError::Io {
+                step: format!("look user {user} up"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        if u.uid != nix::unistd::geteuid() {
+            nix::unistd::setgroups(&[]).map_err(step("drop supplementary groups"))?;
+            nix::unistd::setgid(u.gid).map_err(step(format!("switch to group {}", u.gid)))?;
+            nix::unistd::setuid(u.uid).map_err(step(format!("switch to user {user}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// The exit code a shell would report for `pid`'s end.

@@ -114,7 +114,6 @@ impl Launcher for LinuxLauncher {
         if let Ok(mut l) = self.limits.lock() {
             l.insert(id.clone(), (task_mb, limit_mb));
         }
-        let log_path = spec.sandbox.join("executor.log");
         let mut spec = spec;
         if self.namespaces {
             spec.env.push((
@@ -126,9 +125,9 @@ impl Launcher for LinuxLauncher {
             spec.env
                 .push(("MESOS_SANDBOX".into(), CONTAINER_SANDBOX.into()));
         }
-        let spawned = crate::spawn::executor_spec(&spec, &log_path)
+        let spawned = crate::spawn::executor_spec(&spec)
             .map_err(|source| LaunchError::Open {
-                path: log_path.clone(),
+                path: spec.output().0,
                 source,
             })
             .and_then(|mut s| {
@@ -169,6 +168,15 @@ impl Launcher for LinuxLauncher {
             pid,
             exited: crate::spawn::watch(child),
         })
+    }
+
+    fn signal(
+        &self,
+        container_id: &ContainerId,
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(), LaunchError> {
+        self.cgroups.signal(container_id, signal);
+        Ok(())
     }
 
     fn update(&self, container_id: &ContainerId, resources: &Resources) -> Result<(), LaunchError> {

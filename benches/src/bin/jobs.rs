@@ -1,6 +1,7 @@
 //! Real tasks, side by side with Slurm: N trivial jobs (`true`) through
-//! Cairn (a master and one agent with isolation: every task an executor and
-//! a process in cgroups and namespaces of its own) and, with
+//! Cairn (a master and one agent with isolation: every task a process in
+//! cgroups and namespaces of its own, under a command executor or, with
+//! `--command-tasks direct`, started by the agent itself) and, with
 //! `--slurm-peer`, the same N through Slurm on this machine, set up, run and
 //! stopped by the peer script. Prints both rates and their ratio, from one
 //! run.
@@ -32,6 +33,11 @@ struct Args {
     /// The agent's isolation.
     #[arg(long, default_value = "cgroups,namespaces")]
     isolation: String,
+    /// How the agent runs command tasks: "executor" (a command executor
+    /// process per task, the default) or "direct" (no executor process;
+    /// the agent then runs with --task-log-max-size 0).
+    #[arg(long, default_value = "executor")]
+    command_tasks: String,
     /// Slurm's peer script (`setup`, `bench N R`, `stop`); without it only
     /// Cairn runs.
     #[arg(long)]
@@ -50,7 +56,18 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
         agents: 1,
         agent_resources: format!("cpus:{cpus};mem:{};disk:10000", args.slots * 64),
         master_args: vec!["--allocation-interval".into(), "1s".into()],
-        agent_args: vec!["--isolation".into(), args.isolation.clone()],
+        agent_args: {
+            let mut a = vec![
+                "--isolation".into(),
+                args.isolation.clone(),
+                "--command-tasks".into(),
+                args.command_tasks.clone(),
+            ];
+            if args.command_tasks == "direct" {
+                a.extend(["--task-log-max-size".into(), "0".into()]);
+            }
+            a
+        },
         ..ClusterSpec::default()
     })
     .await;
@@ -81,8 +98,8 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
         .map(|(after, before)| after.saturating_sub(before));
     let cpu_after = cpu();
     report.print(&format!(
-        "one agent ({}, {} slots)",
-        args.isolation, args.slots
+        "one agent ({}, {} command tasks, {} slots)",
+        args.isolation, args.command_tasks, args.slots
     ));
     #[allow(clippy::cast_precision_loss)]
     let per_task = |d: Duration| d.as_secs_f64() * 1000.0 / report.finished.max(1) as f64;

@@ -1,0 +1,257 @@
+//! Direct command tasks (`--command-tasks direct`): the agent runs a command
+//! task's process in its container itself, with no executor process. Needs
+//! root (cgroups and namespaces), as in CI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_model::TaskState;
+use cairn_sdk::TaskBuilder;
+use cairn_tests::cluster::{Cluster, ClusterSpec};
+use cairn_tests::framework::TestFramework;
+use cairn_tests::process::{cgroups_under, processes_marked};
+use cairn_tests::wait_for;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn cluster() -> Cluster {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "direct task tests need root (cgroups and namespaces), as CI has"
+    );
+    Cluster::start(ClusterSpec {
+        agent_args: [
+            "--isolation",
+            "cgroups,namespaces",
+            "--command-tasks",
+            "direct",
+            "--task-log-max-size",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ClusterSpec::default()
+    })
+    .await
+}
+
+/// Launches one task built by `build` on the first offer.
+async fn launch(fw: &mut TestFramework, id: &str, build: impl FnOnce(TaskBuilder) -> TaskBuilder) {
+    fw.launch_one(build(TaskBuilder::new(id).cpus(0.2).mem(32.0)), T)
+        .await;
+}
+
+/// The task's sandbox on the host.
+fn sandbox_of(cluster: &Cluster, task: &str) -> PathBuf {
+    cluster.agents[0]
+        .sandbox_of(task)
+        .unwrap_or_else(|| panic!("no sandbox for task {task}"))
+}
+
+fn read(cluster: &Cluster, task: &str, file: &str) -> String {
+    std::fs::read_to_string(sandbox_of(cluster, task).join(file)).unwrap_or_default()
+}
+
+/// The names of the live processes of `task` (marked by its sandbox).
+fn process_names(task: &str) -> Vec<String> {
+    let mut names: Vec<String> = processes_marked(&format!("/executors/{task}/runs/"))
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_output(cluster: &Cluster, task: &str, file: &str, text: &str) {
+    wait_for(T, &format!("{text:?} in {task}'s {file}"), || async {
+        read(cluster, task, file).contains(text).then_some(())
+    })
+    .await;
+}
+
+async fn wait_gone(cluster: &Cluster, task: &str) {
+    wait_for(
+        T,
+        &format!("every process of {task} to be gone"),
+        || async { process_names(task).is_empty().then_some(()) },
+    )
+    .await;
+    let root = cluster.agent_cgroups(0);
+    wait_for(T, "the task's cgroups to be removed", || {
+        let root = root.clone();
+        async move { cgroups_under(&root).is_empty().then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill() {
+    let cluster = cluster().await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "direct").await;
+
+    // Its own PID namespace (our init is PID 1), its user, its output in
+    // the sandbox, and no executor process beside it.
+    launch(&mut fw, "ok", |b| {
+        b.shell("echo hello; id -un; cat /proc/1/comm; echo oops >&2; while [ ! -e go ]; do sleep 0.05; done")
+    })
+    .await;
+    fw.update("ok", T, |s| s.state == TaskState::Running).await;
+    wait_output(&cluster, "ok", "stdout", "hello").await;
+    let names = process_names("ok");
+    assert!(
+        names.contains(&"cairn-shim".to_string()) && names.contains(&"cairn-init".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("executor")),
+        "a direct task has no executor process: {names:?}"
+    );
+    std::fs::write(sandbox_of(&cluster, "ok").join("go"), "").unwrap();
+    let end = fw.terminal("ok", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(end.exit_code, Some(0));
+    let out = read(&cluster, "ok", "stdout");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"hello"), "{out}");
+    assert_ne!(
+        lines.get(1),
+        Some(&"root"),
+        "tasks do not run as root: {out}"
+    );
+    assert_eq!(lines.get(2), Some(&"cairn-init"), "{out}");
+    assert_eq!(read(&cluster, "ok", "stderr"), "oops\n");
+    assert!(
+        !sandbox_of(&cluster, "ok").join("executor.log").exists()
+            || read(&cluster, "ok", "executor.log").is_empty(),
+        "the shim writes nothing of its own"
+    );
+    wait_gone(&cluster, "ok").await;
+
+    // A failure keeps its status.
+    launch(&mut fw, "fails", |b| b.shell("exit 3")).await;
+    let end = fw.terminal("fails", T).await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.exit_code, Some(3));
+    assert_eq!(end.message, "Command exited with status 3");
+
+    // A kill: SIGTERM reaches the task, which ends within its grace.
+    launch(&mut fw, "polite", |b| {
+        b.shell("trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.05; done")
+    })
+    .await;
+    fw.update("polite", T, |s| s.state == TaskState::Running)
+        .await;
+    wait_output(&cluster, "polite", "stdout", "ready").await;
+    fw.driver
+        .kill(&cairn_sdk::TaskId::new("polite"), Some(T))
+        .await
+        .unwrap();
+    let end = fw.terminal("polite", T).await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    // Its own status: the shim outlived it to report it.
+    assert_eq!(end.exit_code, Some(0), "{end:?}");
+    assert!(read(&cluster, "polite", "stdout").contains("got TERM"));
+    wait_gone(&cluster, "polite").await;
+
+    // A task that ignores SIGTERM goes with its container after the grace.
+    launch(&mut fw, "stubborn", |b| {
+        b.shell("trap '' TERM; echo ready; while true; do sleep 0.05; done")
+    })
+    .await;
+    fw.update("stubborn", T, |s| s.state == TaskState::Running)
+        .await;
+    wait_output(&cluster, "stubborn", "stdout", "ready").await;
+    fw.driver
+        .kill(
+            &cairn_sdk::TaskId::new("stubborn"),
+            Some(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let end = fw.terminal("stubborn", T).await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    wait_gone(&cluster, "stubborn").await;
+
+    // Network none: loopback only, and up.
+    launch(&mut fw, "offline", |b| {
+        b.network(cairn_sdk::Network::None).shell(
+            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ip -o link show lo | grep -q '<LOOPBACK,UP' && echo up",
+        )
+    })
+    .await;
+    let end = fw.terminal("offline", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(read(&cluster, "offline", "stdout"), "lo\nup\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_task_s_status_survives_agent_restarts() {
+    let mut cluster = cluster().await;
+    let mut fw = TestFramework::named(&cluster.master_addr, "restarts").await;
+    let wait_go = |code: i32| format!("while [ ! -e go ]; do sleep 0.05; done; exit {code}");
+    launch(&mut fw, "during", |b| b.shell(wait_go(7))).await;
+    fw.update("during", T, |s| s.state == TaskState::Running)
+        .await;
+    launch(&mut fw, "after", |b| b.shell(wait_go(0))).await;
+    fw.update("after", T, |s| s.state == TaskState::Running)
+        .await;
+    let exits = cluster.agents[0].work_dir().join("meta").join("exits");
+
+    // "during" ends while the agent is down: its shim records the status.
+    cluster.agents[0].proc.kill9();
+    std::fs::write(sandbox_of(&cluster, "during").join("go"), "").unwrap();
+    wait_for(T, "the task ended while its agent is down", || async {
+        process_names("during").is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_dir(&exits).unwrap().count(),
+        1,
+        "one exit recorded"
+    );
+    assert!(
+        !process_names("after").is_empty(),
+        "the other task outlives its agent"
+    );
+    cluster.agents[0].restart();
+    let end = fw.terminal("during", T).await;
+    assert_eq!(end.state, TaskState::Failed, "{end:?}");
+    assert_eq!(end.exit_code, Some(7), "{end:?}");
+    assert_eq!(end.message, "Command exited with status 7");
+
+    // "after" ends under the restarted agent, which is not its shim's
+    // parent: its status comes from the shim's record too.
+    std::fs::write(sandbox_of(&cluster, "after").join("go"), "").unwrap();
+    let end = fw.terminal("after", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(end.exit_code, Some(0), "{end:?}");
+    wait_gone(&cluster, "after").await;
+    assert_eq!(
+        std::fs::read_dir(&exits).unwrap().count(),
+        0,
+        "the records are removed once read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_refuses_bounded_output_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(cairn_tests::process::bin("cairn-agent"))
+        .args(["--command-tasks", "direct", "--work-dir"])
+        .arg(dir.path())
+        .args([
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--isolation",
+            "posix",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--task-log-max-size 0"), "{err}");
+}
