@@ -123,11 +123,6 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
     );
     assert_eq!(lines.get(2), Some(&"cairn-init"), "{out}");
     assert_eq!(read(&cluster, "ok", "stderr"), "oops\n");
-    assert!(
-        !sandbox_of(&cluster, "ok").join("executor.log").exists()
-            || read(&cluster, "ok", "executor.log").is_empty(),
-        "the shim writes nothing of its own"
-    );
     wait_gone(&cluster, "ok").await;
 
     // A failure keeps its status.
@@ -185,6 +180,27 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
     let end = fw.terminal("offline", T).await;
     assert_eq!(end.state, TaskState::Finished, "{end:?}");
     assert_eq!(read(&cluster, "offline", "stdout"), "lo\nup\n");
+
+    // A kill right behind the launch, before the task is known to run.
+    launch(&mut fw, "short", |b| b.shell("sleep 600")).await;
+    fw.driver
+        .kill(&cairn_sdk::TaskId::new("short"), Some(T))
+        .await
+        .unwrap();
+    let end = fw.terminal("short", T).await;
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    wait_gone(&cluster, "short").await;
+
+    // Each shim records its task's status; the agent removes the record
+    // once the container's end is checkpointed.
+    let exits = cluster.agents[0].work_dir().join("meta").join("exits");
+    wait_for(T, "no exit record left behind", || async {
+        let left: Vec<_> = std::fs::read_dir(&exits)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        left.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

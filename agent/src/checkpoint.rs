@@ -52,6 +52,9 @@ pub struct PidRecord {
     pub pid: u32,
     /// `/proc/<pid>/stat` start time, so a reused pid is not taken for it.
     pub start_time: u64,
+    /// The process is a direct task's shim, not an executor (see
+    /// `crate::direct`).
+    pub direct: bool,
 }
 
 /// One entry of the log.
@@ -248,6 +251,7 @@ fn to_pb(r: &Record) -> pb::AgentCheckpoint {
             container_id: c.to_string(),
             pid: p.pid,
             start_time: p.start_time,
+            direct: p.direct,
         }),
         Record::Core(c) => match c {
             Checkpoint::AgentId(id) => R::AgentId(id.to_string()),
@@ -327,6 +331,7 @@ fn from_pb(r: &pb::AgentCheckpoint) -> Result<Option<Record>, ModelError> {
             PidRecord {
                 pid: p.pid,
                 start_time: p.start_time,
+                direct: p.direct,
             },
         ),
         R::AgentId(id) => Record::Core(Checkpoint::AgentId(cairn_model::AgentId::parse(
@@ -402,6 +407,7 @@ mod tests {
             PidRecord {
                 pid: 42,
                 start_time: 7,
+                direct: true,
             },
         ))
         .unwrap();
@@ -418,7 +424,8 @@ mod tests {
             got.pids.get(&ContainerId::new("c9")),
             Some(&PidRecord {
                 pid: 42,
-                start_time: 7
+                start_time: 7,
+                direct: true,
             })
         );
         // Appends after the cut are read back.

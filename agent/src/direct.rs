@@ -16,18 +16,21 @@
 //!       own network namespace if asked, switches to its user, execs
 //! ```
 //! The shim ends with the task's exit status (128 + N for a signal N, as a
-//! shell reports it). It is the agent's child while the agent runs; if the
-//! agent is gone when the task ends, the shim records the status in
-//! `<work dir>/meta/exits/<container id>` first, where the agent's next run
-//! reads it. A kill sends SIGTERM to every process of the container (the
-//! shim ignores it, and so does a PID namespace's init), then destroys the
-//! container after the grace period.
+//! shell reports it; 127 when the command cannot be started). Before it
+//! ends it records that status in `<work dir>/meta/exits/<container id>`:
+//! the agent reads it when it reaps the shim, or at its next run when it
+//! was down meanwhile, and removes it once the container's end is
+//! checkpointed. A kill sends SIGTERM to every process of the container
+//! (the shim ignores it, and so does a PID namespace's init), then destroys
+//! the container after the grace period.
 //!
 //! What differs from the command executor: the task's output is not rotated
 //! (the agent refuses to start in this mode with a bounded
 //! `--task-log-max-size`), a task ended by a signal is reported with the
-//! shell's status (`Command exited with status 143`), and no executor
-//! token exists (nothing connects back to the agent).
+//! shell's status (`Command exited with status 143`), a kill under way when
+//! the agent stops is not resumed by its next run (the framework's kill is
+//! retried, as reconciliation shows the task still running), and no
+//! executor token exists (nothing connects back to the agent).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -226,7 +229,7 @@ impl Driver {
         match self.launcher.launch(container) {
             Ok(launched) => {
                 tracing::debug!(%container_id, pid = launched.pid, "direct task started");
-                self.record_pid(&container_id, launched.pid);
+                self.record_pid(&container_id, launched.pid, true);
                 self.watch_direct(container_id, launched.exited);
                 self.direct_update(conn, TaskState::Running, String::new(), None, None);
             }
@@ -300,7 +303,7 @@ impl Driver {
         // recorded the status.
         if termination.exit_code.is_none()
             && termination.signal.is_none()
-            && let Some(code) = self.take_exit_record(container_id)
+            && let Some(code) = self.exit_record(container_id)
         {
             termination = Termination {
                 exit_code: Some(code),
@@ -331,7 +334,6 @@ impl Driver {
                 },
             );
         }
-        self.take_exit_record(container_id);
         let now = Time::now();
         self.core.handle(now, Input::ExecutorDisconnected { conn });
         self.core.handle(
@@ -407,13 +409,27 @@ impl Driver {
         self.exec.exit_dir.join(container_id.as_str()).exists()
     }
 
-    /// The exit status a shim recorded for `container_id`, removing the
-    /// record.
-    fn take_exit_record(&self, container_id: &ContainerId) -> Option<i32> {
+    /// The exit status a shim recorded for `container_id`. The record is
+    /// removed once the container's end is checkpointed
+    /// ([`Driver::forget_exit_record`]): an agent that dies before that
+    /// reads it again.
+    fn exit_record(&self, container_id: &ContainerId) -> Option<i32> {
         let path = self.exec.exit_dir.join(container_id.as_str());
-        let code = std::fs::read_to_string(&path).ok()?;
-        let _ = std::fs::remove_file(&path);
-        code.trim().parse().ok()
+        std::fs::read_to_string(&path).ok()?.trim().parse().ok()
+    }
+
+    pub(crate) fn forget_exit_record(&self, container_id: &ContainerId) {
+        let _ = std::fs::remove_file(self.exec.exit_dir.join(container_id.as_str()));
+    }
+
+    /// A direct task's container whose task was never started (destroyed
+    /// before the core handed it over, or refused).
+    pub(crate) fn direct_unstarted(&self, container_id: &ContainerId) -> bool {
+        self.direct
+            .by_container
+            .get(container_id)
+            .and_then(|conn| self.direct.by_conn.get(conn))
+            .is_some_and(|d| d.task.is_none())
     }
 
     fn direct_update(

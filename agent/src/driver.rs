@@ -231,7 +231,7 @@ impl Driver {
                     tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, "direct task ended while the agent was down");
                     self.direct_recovered(&c, None);
                 }
-                (Some(exited), Some(pid)) if crate::direct::is_direct(pid.pid) => {
+                (Some(exited), Some(pid)) if pid.direct => {
                     tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, pid = pid.pid, "recovered direct task");
                     self.pids.insert(c.container_id.clone(), pid);
                     self.direct_recovered(&c, Some(exited));
@@ -421,7 +421,12 @@ impl Driver {
         {
             match out {
                 Output::Checkpoint(Checkpoint::ContainerEnded { container_id }) => {
-                    self.pids.remove(&container_id);
+                    // Durable by now (the batch's records are synced before
+                    // its effects): a direct task's exit record is not
+                    // needed any more.
+                    if self.pids.remove(&container_id).is_some_and(|p| p.direct) {
+                        self.forget_exit_record(&container_id);
+                    }
                 }
                 Output::Checkpoint(_) => {}
                 Output::ToMaster {
@@ -443,7 +448,18 @@ impl Driver {
                     }
                 }
                 Output::Launch(spec) => self.launch(spec),
-                Output::Destroy { container_id } => self.destroy(container_id),
+                Output::Destroy { container_id } => {
+                    if self.direct_unstarted(&container_id) {
+                        self.direct_exited(
+                            &container_id,
+                            Termination {
+                                message: Some("Destroyed before its task started".into()),
+                                ..Termination::default()
+                            },
+                        );
+                    }
+                    self.destroy(container_id);
+                }
                 Output::ToExecutor { conn, command } if self.direct.has(conn) => {
                     self.direct_command(conn, command);
                 }
@@ -532,9 +548,13 @@ impl Driver {
 
     /// Records a started container's first process, so a restarted agent
     /// finds it.
-    pub(crate) fn record_pid(&mut self, container_id: &ContainerId, pid: u32) {
+    pub(crate) fn record_pid(&mut self, container_id: &ContainerId, pid: u32, direct: bool) {
         if let Some(start_time) = crate::launcher::process_start_time(pid) {
-            let pid = PidRecord { pid, start_time };
+            let pid = PidRecord {
+                pid,
+                start_time,
+                direct,
+            };
             self.pids.insert(container_id.clone(), pid);
             if let Some(log) = self.checkpoint.as_mut()
                 && let Err(e) = log.append(&Record::Pid(container_id.clone(), pid))
@@ -577,7 +597,7 @@ impl Driver {
         match self.launcher.launch(container) {
             Ok(launched) => {
                 tracing::debug!(container_id = %spec.container_id, pid = launched.pid, "executor started");
-                self.record_pid(&spec.container_id, launched.pid);
+                self.record_pid(&spec.container_id, launched.pid, false);
                 self.watch(spec.container_id.clone(), launched.exited);
             }
             Err(e) => self.launch_failed(

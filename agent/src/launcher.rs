@@ -367,7 +367,11 @@ pub fn find_executor(container_id: &ContainerId) -> Option<PidRecord> {
         let leads = fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(pid);
         if leads && fields.first() != Some(&"Z") {
             let start_time = fields.get(19)?.parse().ok()?;
-            return Some(PidRecord { pid, start_time });
+            return Some(PidRecord {
+                pid,
+                start_time,
+                direct: crate::direct::is_direct(pid),
+            });
         }
     }
     None

@@ -22,7 +22,9 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some(cairn_agent::driver::CONTAINER_EXEC) {
         let args: Vec<String> = std::env::args().skip(2).collect();
         let Err(e) = cairn_agent::isolation::container::exec_main(&args);
-        anyhow::bail!("container-exec: {e}");
+        // As a shell reports a command it cannot run.
+        eprintln!("container-exec: {e}");
+        std::process::exit(127);
     }
     let cli = Cli::parse();
     cairn_model::runtime::init_logging(cli.log_format);

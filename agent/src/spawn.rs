@@ -285,11 +285,15 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             fail(s, 6);
         }
         // No supplementary groups, then the group, then the user (after
-        // which nothing privileged is possible).
+        // which nothing privileged is possible). Raw system calls: glibc's
+        // wrappers apply the change to every thread of the process, which
+        // here would mean signalling the parent's threads (this child shares
+        // their memory and glibc's view of them); the kernel changes the
+        // calling task only, which is this whole child.
         if s.switch_user
-            && (libc::setgroups(0, std::ptr::null()) < 0
-                || libc::setgid(s.gid) < 0
-                || libc::setuid(s.uid) < 0)
+            && (libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+                || libc::syscall(libc::SYS_setresgid, s.gid, s.gid, s.gid) < 0
+                || libc::syscall(libc::SYS_setresuid, s.uid, s.uid, s.uid) < 0)
         {
             fail(s, 10);
         }
@@ -348,9 +352,12 @@ pub fn executor_spec(spec: &crate::launcher::ContainerSpec) -> io::Result<SpawnS
     }
     let (out, err) = spec.output();
     let open_log = |log: &Path| {
+        use std::os::unix::fs::OpenOptionsExt;
+        // The agent (root) opens them in a sandbox its task's user owns.
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(log)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", log.display())))
     };

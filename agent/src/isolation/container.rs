@@ -199,12 +199,10 @@ pub const TASK_NETWORK_ENV: &str = "CAIRN_TASK_NETWORK";
 /// The user a direct task runs as ("" or unset: the agent's).
 pub const TASK_USER_ENV: &str = "CAIRN_TASK_USER";
 
-/// What a direct task's shim needs when it ends: where to record the
-/// status, and the agent it was started by.
+/// Where a direct task's shim records its task's status when it ends.
 struct ShimRecord {
     dir: OwnedFd,
     name: String,
-    parent: Pid,
 }
 
 static SHIM_RECORD: std::sync::OnceLock<ShimRecord> = std::sync::OnceLock::new();
@@ -222,28 +220,37 @@ fn direct_task_setup() -> Result<(), ContainerError> {
         std::env::var_os(EXIT_DIR_ENV),
         std::env::var("CAIRN_CONTAINER_ID"),
     ) {
+        // A file name of the agent's own making; anything else is refused
+        // rather than written by root.
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ContainerError::Io {
+                step: format!("record exits as {name:?}"),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
         let dir = open(
             Path::new(&dir),
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(step(format!("open the exit directory {}", dir.display())))?;
-        let _ = SHIM_RECORD.set(ShimRecord {
-            dir,
-            name,
-            parent: nix::unistd::getppid(),
-        });
+        let _ = SHIM_RECORD.set(ShimRecord { dir, name });
     }
     Ok(())
 }
 
-/// Ends the shim with its task's status, recording it first when the agent
-/// that started the shim is gone (the shim was re-parented): the agent's
-/// next run cannot wait for it and reads the record instead.
+/// Ends the shim with its task's status, recorded first: an agent that dies
+/// before it has checkpointed the task's end (or that is gone, the shim
+/// re-parented) reads it there when it starts again. The agent removes the
+/// record once the end is checkpointed. Not fsynced: it outlives a crash of
+/// the agent, not of the machine (whose reboot ends the task anyway).
 fn shim_exit(code: i32) -> ! {
-    if let Some(r) = SHIM_RECORD.get()
-        && nix::unistd::getppid() != r.parent
-    {
+    if let Some(r) = SHIM_RECORD.get() {
         use std::io::Write;
         let file = nix::fcntl::openat(
             &r.dir,
@@ -256,23 +263,37 @@ fn shim_exit(code: i32) -> ! {
             Mode::from_bits_truncate(0o600),
         );
         if let Ok(fd) = file {
-            let mut f = std::fs::File::from(fd);
-            let _ = f.write_all(code.to_string().as_bytes());
-            let _ = f.sync_all();
+            let _ = std::fs::File::from(fd).write_all(code.to_string().as_bytes());
         }
     }
     std::process::exit(code)
 }
 
 /// The task's side of a direct task, in its own process just before exec:
-/// SIGTERM back to its default, an ordinary OOM score, a network namespace
-/// of its own when asked, and the task's user (last: nothing privileged is
-/// possible after it). The agent's own variables are not the task's.
+/// a session of its own (its signals, `kill 0` included, stay among its
+/// processes), SIGTERM back to its default, an ordinary OOM score, its user
+/// looked up (before a network namespace of its own, where a network user
+/// database could not be reached), that namespace when asked, and the
+/// user's identity last (nothing privileged is possible after it). The
+/// agent's own variables are not the task's.
 fn direct_task_enter() -> Result<(), ContainerError> {
     use nix::sys::signal::{SigHandler, Signal, signal};
+    nix::unistd::setsid().map_err(step("start a session"))?;
     // SAFETY: SIG_DFL installs no handler code; single-threaded here.
     unsafe { signal(Signal::SIGTERM, SigHandler::SigDfl) }.map_err(step("reset SIGTERM"))?;
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    let user = std::env::var(TASK_USER_ENV).unwrap_or_default();
+    let identity = if user.is_empty() {
+        None
+    } else {
+        let u = nix::unistd::User::from_name(&user)
+            .map_err(step(format!("look user {user} up")))?
+            .ok_or_else(|| ContainerError::Io {
+                step: format!("look user {user} up"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        (u.uid != nix::unistd::geteuid()).then_some((u.uid, u.gid))
+    };
     if std::env::var(TASK_NETWORK_ENV).as_deref() == Ok("none") {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(step("enter a network namespace of its own"))?;
@@ -281,7 +302,6 @@ fn direct_task_enter() -> Result<(), ContainerError> {
             source,
         })?;
     }
-    let user = std::env::var(TASK_USER_ENV).unwrap_or_default();
     // SAFETY: single-threaded; nothing reads the environment concurrently.
     unsafe {
         for name in [
@@ -294,18 +314,10 @@ fn direct_task_enter() -> Result<(), ContainerError> {
             std::env::remove_var(name);
         }
     }
-    if !user.is_empty() {
-        let u = nix::unistd::User::from_name(&user)
-            .map_err(step(format!("look user {user} up")))?
-            .ok_or_else(|| ContainerError::Io {
-                step: format!("look user {user} up"),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })?;
-        if u.uid != nix::unistd::geteuid() {
-            nix::unistd::setgroups(&[]).map_err(step("drop supplementary groups"))?;
-            nix::unistd::setgid(u.gid).map_err(step(format!("switch to group {}", u.gid)))?;
-            nix::unistd::setuid(u.uid).map_err(step(format!("switch to user {user}")))?;
-        }
+    if let Some((uid, gid)) = identity {
+        nix::unistd::setgroups(&[]).map_err(step("drop supplementary groups"))?;
+        nix::unistd::setgid(gid).map_err(step(format!("switch to group {gid}")))?;
+        nix::unistd::setuid(uid).map_err(step(format!("switch to user {user}")))?;
     }
     Ok(())
 }

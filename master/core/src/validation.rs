@@ -73,5 +73,12 @@ mod tests {
         assert!(msg(&task("cpus:2", "true"), &a1, false).contains("more resources"));
         assert!(msg(&task("", "true"), &a1, false).contains("no resources"));
         assert!(msg(&task("cpus:1", ""), &a1, false).contains("command"));
+        // The agent's own variables cannot be set by a task (for example
+        // CAIRN_TASK_USER, which names the user a direct task runs as).
+        let mut t = task("cpus:1", "true");
+        t.command
+            .environment
+            .push(("CAIRN_TASK_USER".into(), "root".into()));
+        assert!(msg(&t, &a1, false).contains("reserved"));
     }
 }

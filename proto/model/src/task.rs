@@ -295,6 +295,9 @@ pub struct CommandInfo {
     pub user: Option<String>,
 }
 
+/// Environment variable names tasks and executors may not set.
+pub const RESERVED_ENV_PREFIX: &str = "CAIRN_";
+
 /// Largest command, argument list or environment accepted, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
 
@@ -335,6 +338,14 @@ impl CommandInfo {
         for (k, v) in &self.environment {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
                 return Some(format!("invalid environment variable name {k:?}"));
+            }
+            // The agent tells its containers' first processes (shims,
+            // executors) what to do through these: a task or executor
+            // command may not set them.
+            if k.starts_with(RESERVED_ENV_PREFIX) {
+                return Some(format!(
+                    "environment variable {k:?}: names starting with {RESERVED_ENV_PREFIX} are reserved for the agent"
+                ));
             }
         }
         if let Some(u) = &self.user
@@ -473,5 +484,10 @@ mod tests {
         c.environment.push(("A=B".into(), "x".into()));
         assert!(c.problem().is_some());
         assert!(CommandInfo::shell("true").problem().is_none());
+        let mut c = CommandInfo::shell("true");
+        c.environment = vec![("CAIRN_TASK_USER".into(), "root".into())];
+        assert!(c.problem().is_some_and(|p| p.contains("reserved")), "{c:?}");
+        c.environment = vec![("MY_CAIRN_THING".into(), "ok".into())];
+        assert!(c.problem().is_none());
     }
 }
