@@ -181,15 +181,23 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
     assert_eq!(end.state, TaskState::Finished, "{end:?}");
     assert_eq!(read(&cluster, "offline", "stdout"), "lo\nup\n");
 
-    // A kill right behind the launch, before the task is known to run.
-    launch(&mut fw, "short", |b| b.shell("sleep 600")).await;
-    fw.driver
-        .kill(&cairn_sdk::TaskId::new("short"), Some(T))
-        .await
-        .unwrap();
-    let end = fw.terminal("short", T).await;
-    assert_eq!(end.state, TaskState::Killed, "{end:?}");
-    wait_gone(&cluster, "short").await;
+    // Kills right behind their launch, before the task is known to run:
+    // each ends its task by SIGTERM, well within the grace (a lost SIGTERM
+    // would leave the task to the end of the grace, past this wait).
+    for i in 0..3 {
+        let id = format!("short-{i}");
+        launch(&mut fw, &id, |b| b.shell("sleep 600")).await;
+        fw.driver
+            .kill(
+                &cairn_sdk::TaskId::new(id.as_str()),
+                Some(Duration::from_secs(600)),
+            )
+            .await
+            .unwrap();
+        let end = fw.terminal(&id, T).await;
+        assert_eq!(end.state, TaskState::Killed, "{end:?}");
+        wait_gone(&cluster, &id).await;
+    }
 
     // Each shim records its task's status; the agent removes the record
     // once the container's end is checkpointed.
@@ -253,21 +261,30 @@ async fn a_direct_task_s_status_survives_agent_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_mode_refuses_bounded_output_at_start() {
+async fn direct_mode_refuses_bounded_output_and_posix_isolation_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(cairn_tests::process::bin("cairn-agent"))
-        .args(["--command-tasks", "direct", "--work-dir"])
-        .arg(dir.path())
-        .args([
-            "--insecure",
-            "--listen",
-            "127.0.0.1:0",
-            "--isolation",
-            "posix",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The agent's error when started in direct mode with `extra`.
+    let refusal = |extra: &[&str]| {
+        let out = std::process::Command::new(cairn_tests::process::bin("cairn-agent"))
+            .args([
+                "--command-tasks",
+                "direct",
+                "--insecure",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--work-dir")
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refusal(&["--isolation", "cgroups"]);
     assert!(err.contains("--task-log-max-size 0"), "{err}");
+    // Nor without cgroups: a direct task's processes are found through its
+    // cgroup.
+    let err = refusal(&["--task-log-max-size", "0", "--isolation", "posix"]);
+    assert!(err.contains("needs cgroups"), "{err}");
 }

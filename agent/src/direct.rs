@@ -11,9 +11,10 @@
 //! acknowledgements and retries are the same for both.
 //!
 //! ```text
-//! agent --clone--> shim (container-exec; ignores SIGTERM) --fork--> init
-//!       (PID 1, with namespaces) --fork--> task: resets SIGTERM, joins its
-//!       own network namespace if asked, switches to its user, execs
+//! agent --clone--> shim (container-exec; blocks SIGTERM) --fork--> init
+//!       (PID 1, with namespaces) --fork--> task: a session of its own,
+//!       SIGTERM unblocked, joins its own network namespace if asked,
+//!       switches to its user, execs
 //! ```
 //! The shim ends with the task's exit status (128 + N for a signal N, as a
 //! shell reports it; 127 when the command cannot be started). Before it
@@ -21,8 +22,10 @@
 //! the agent reads it when it reaps the shim, or at its next run when it
 //! was down meanwhile, and removes it once the container's end is
 //! checkpointed. A kill sends SIGTERM to every process of the container
-//! (the shim ignores it, and so does a PID namespace's init), then destroys
-//! the container after the grace period.
+//! outside the shim's session (the task's; again until it finds one, for a
+//! kill that comes before the task is started), then destroys the
+//! container after the grace period. Direct tasks need cgroups: the task's
+//! session is its own, and only its cgroup finds its processes.
 //!
 //! What differs from the command executor: the task's output is not rotated
 //! (the agent refuses to start in this mode with a bounded
@@ -48,6 +51,9 @@ use tokio::sync::oneshot;
 use crate::driver::{Command, Driver};
 use crate::isolation::container::{DIRECT_TASK_ENV, EXIT_DIR_ENV, TASK_NETWORK_ENV};
 use crate::launcher::ContainerSpec;
+
+/// How soon a kill that found no process of the task yet is sent again.
+const TERM_AGAIN: Duration = Duration::from_millis(10);
 
 /// One direct task's container, from its launch to its end.
 #[derive(Debug)]
@@ -255,14 +261,41 @@ impl Driver {
         if killing_state {
             self.direct_update(conn, TaskState::Killing, String::new(), None, None);
         }
-        if let Err(e) = self.launcher.signal(&container_id, Signal::SIGTERM) {
-            tracing::warn!(%container_id, error = %e, "cannot signal the task");
-        }
+        self.direct_term(&container_id);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let _ = tx.send(Command::DirectGraceOver(container_id)).await;
         });
+    }
+
+    /// SIGTERM to the task's processes: those of the container outside its
+    /// shim's session (the task starts a session of its own). A kill that
+    /// comes before the shim has started the task reaches none of them, so
+    /// it is sent again shortly, until it reaches the task or the container
+    /// ends. The task is born with SIGTERM blocked (inherited from the
+    /// shim), so one sent before it is ready to be ended by it is delivered
+    /// when it unblocks it, never lost.
+    pub(crate) fn direct_term(&mut self, container_id: &ContainerId) {
+        if !self.direct.by_container.contains_key(container_id) {
+            return;
+        }
+        let shim = self
+            .pids
+            .get(container_id)
+            .and_then(|p| i32::try_from(p.pid).ok())
+            .map(nix::unistd::Pid::from_raw);
+        match self.launcher.signal(container_id, Signal::SIGTERM, shim) {
+            Ok(0) if shim.is_some() => {
+                let (tx, container_id) = (self.tx.clone(), container_id.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(TERM_AGAIN).await;
+                    let _ = tx.send(Command::DirectTerm(container_id)).await;
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%container_id, error = %e, "cannot signal the task"),
+        }
     }
 
     pub(crate) fn direct_grace_over(&mut self, container_id: &ContainerId) {

@@ -51,6 +51,8 @@ pub enum Command {
     },
     /// A direct task's kill grace period is over: its container goes.
     DirectGraceOver(ContainerId),
+    /// A direct task's SIGTERM, again (see `Driver::direct_term`).
+    DirectTerm(ContainerId),
 }
 
 /// What the agent knows, for registration and views.
@@ -153,7 +155,7 @@ pub(crate) struct Driver {
     /// Where records go before they take effect (none: not checkpointing).
     checkpoint: Option<CheckpointLog>,
     /// Executors' pids, for the checkpoint's snapshots.
-    pids: HashMap<ContainerId, PidRecord>,
+    pub(crate) pids: HashMap<ContainerId, PidRecord>,
     master: Option<MasterSink>,
     executors: HashMap<ExecConn, ExecutorSink>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
@@ -374,6 +376,7 @@ impl Driver {
                 termination,
             } => self.direct_exited(&container_id, termination),
             Command::DirectGraceOver(container_id) => self.direct_grace_over(&container_id),
+            Command::DirectTerm(container_id) => self.direct_term(&container_id),
         }
     }
 

@@ -126,9 +126,16 @@ pub trait Launcher: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
     /// Sends `signal` to every process of the container (a task's polite
-    /// stop before `destroy`). Processes that ignore it (the shim of a
-    /// direct task, a namespace's init) are not ended by it.
-    fn signal(&self, container_id: &ContainerId, signal: Signal) -> Result<(), LaunchError>;
+    /// stop before `destroy`) except those of the session led by `spare`
+    /// (a direct task's shim and its namespace's init, which outlive the
+    /// task to report its end). Returns how many were signalled; one pass,
+    /// so a process forked meanwhile may be missed.
+    fn signal(
+        &self,
+        container_id: &ContainerId,
+        signal: Signal,
+        spare: Option<Pid>,
+    ) -> Result<usize, LaunchError>;
     /// A limit the container hit (out of memory), if isolation enforces any.
     fn limitation(&self, _container_id: &ContainerId) -> Option<Limitation> {
         None
@@ -239,7 +246,12 @@ impl Launcher for PosixLauncher {
         })
     }
 
-    fn signal(&self, container_id: &ContainerId, signal: Signal) -> Result<(), LaunchError> {
+    fn signal(
+        &self,
+        container_id: &ContainerId,
+        signal: Signal,
+        spare: Option<Pid>,
+    ) -> Result<usize, LaunchError> {
         let sid = self
             .sessions
             .lock()
@@ -252,10 +264,13 @@ impl Launcher for PosixLauncher {
                 reason: "no such container".into(),
             });
         };
-        for pid in session_members(sid) {
-            let _ = kill(Pid::from_raw(pid), signal);
+        if spare.is_some_and(|s| s.as_raw() == sid) {
+            return Ok(0);
         }
-        Ok(())
+        Ok(session_members(sid)
+            .into_iter()
+            .filter(|pid| kill(Pid::from_raw(*pid), signal).is_ok())
+            .count())
     }
 
     fn destroy(&self, container_id: &ContainerId) -> Result<(), LaunchError> {

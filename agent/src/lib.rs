@@ -368,6 +368,11 @@ pub async fn serve(
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
+    if args.command_tasks == CommandTasks::Direct && launcher.name() == "posix" {
+        return Err(AgentError::Flags(
+            "--command-tasks direct needs cgroups (--isolation cgroups or cgroups,namespaces): a direct task leaves its shim's session, and only its cgroup finds its processes to end them".into(),
+        ));
+    }
     let running_as_root = nix::unistd::geteuid().is_root();
     let hostname = args
         .hostname

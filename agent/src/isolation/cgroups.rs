@@ -295,16 +295,20 @@ impl Cgroups {
             .map(|s| s.to_controller().path().to_path_buf())
     }
 
-    /// Sends `signal` to every process in the container's cgroups (one
-    /// pass: a process forked meanwhile may be missed, which is what a
-    /// polite signal before a SIGKILL can afford). Returns how many were
-    /// signalled.
-    pub fn signal(&self, id: &ContainerId, signal: Signal) -> usize {
+    /// Sends `signal` to every process in the container's cgroups outside
+    /// the session led by `spare` (one pass: a process forked meanwhile may
+    /// be missed, which is what a polite signal before a SIGKILL can
+    /// afford). Returns how many were signalled.
+    pub fn signal(&self, id: &ContainerId, signal: Signal, spare: Option<Pid>) -> usize {
         let cg = self.load(id);
         cg.procs()
             .iter()
             .filter_map(|p: &CgroupPid| i32::try_from(p.pid).ok())
-            .filter(|pid| kill(Pid::from_raw(*pid), signal).is_ok())
+            .map(Pid::from_raw)
+            .filter(|pid| {
+                spare.is_none_or(|s| nix::unistd::getsid(Some(*pid)).is_ok_and(|sid| sid != s))
+            })
+            .filter(|pid| kill(*pid, signal).is_ok())
             .count()
     }
 

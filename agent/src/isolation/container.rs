@@ -208,14 +208,15 @@ struct ShimRecord {
 static SHIM_RECORD: std::sync::OnceLock<ShimRecord> = std::sync::OnceLock::new();
 
 /// The shim's side of a direct task, before the container is entered:
-/// SIGTERM is ignored (the agent signals every process of the container to
-/// stop its task; the shim and init must outlive the task to report its
-/// end), and the exit directory is opened while the host's mounts are still
-/// in view.
+/// SIGTERM is blocked, not ignored, and init and the task inherit that.
+/// The agent sends it to the task's processes only, but the shim and init
+/// must outlive the task to report its end whoever sends it; and a SIGTERM
+/// that reaches the task before it has reset its disposition stays pending
+/// until [`direct_task_enter`] unblocks it, where an ignored one would be
+/// lost. The exit directory is opened while the host's mounts are still in
+/// view.
 fn direct_task_setup() -> Result<(), ContainerError> {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: SIG_IGN installs no handler code; single-threaded here.
-    unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.map_err(step("ignore SIGTERM"))?;
+    sigterm_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK).map_err(step("block SIGTERM"))?;
     if let (Some(dir), Ok(name)) = (
         std::env::var_os(EXIT_DIR_ENV),
         std::env::var("CAIRN_CONTAINER_ID"),
@@ -281,6 +282,8 @@ fn direct_task_enter() -> Result<(), ContainerError> {
     nix::unistd::setsid().map_err(step("start a session"))?;
     // SAFETY: SIG_DFL installs no handler code; single-threaded here.
     unsafe { signal(Signal::SIGTERM, SigHandler::SigDfl) }.map_err(step("reset SIGTERM"))?;
+    // A kill sent meanwhile ends the task here.
+    sigterm_mask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK).map_err(step("unblock SIGTERM"))?;
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     let user = std::env::var(TASK_USER_ENV).unwrap_or_default();
     let identity = if user.is_empty() {
@@ -320,6 +323,12 @@ fn direct_task_enter() -> Result<(), ContainerError> {
         nix::unistd::setuid(uid).map_err(step(format!("switch to user {user}")))?;
     }
     Ok(())
+}
+
+fn sigterm_mask(how: nix::sys::signal::SigmaskHow) -> nix::Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    nix::sys::signal::sigprocmask(how, Some(&set), None)
 }
 
 /// The exit code a shell would report for `pid`'s end.

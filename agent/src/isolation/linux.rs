@@ -174,9 +174,9 @@ impl Launcher for LinuxLauncher {
         &self,
         container_id: &ContainerId,
         signal: nix::sys::signal::Signal,
-    ) -> Result<(), LaunchError> {
-        self.cgroups.signal(container_id, signal);
-        Ok(())
+        spare: Option<nix::unistd::Pid>,
+    ) -> Result<usize, LaunchError> {
+        Ok(self.cgroups.signal(container_id, signal, spare))
     }
 
     fn update(&self, container_id: &ContainerId, resources: &Resources) -> Result<(), LaunchError> {
