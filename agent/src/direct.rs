@@ -67,6 +67,9 @@ struct DirectTask {
     /// The framework understands TASK_KILLING.
     killing_state: bool,
     kill_requested: bool,
+    /// The shim's pid (the leader of the session a kill spares), once
+    /// started or recovered.
+    shim: Option<nix::unistd::Pid>,
 }
 
 #[derive(Debug)]
@@ -138,6 +141,7 @@ impl Driver {
                 task: None,
                 killing_state: false,
                 kill_requested: false,
+                shim: None,
             },
         );
         self.core.handle(
@@ -236,6 +240,11 @@ impl Driver {
             Ok(launched) => {
                 tracing::debug!(%container_id, pid = launched.pid, "direct task started");
                 self.record_pid(&container_id, launched.pid, true);
+                if let Some(d) = self.direct.by_conn.get_mut(&conn) {
+                    d.shim = i32::try_from(launched.pid)
+                        .ok()
+                        .map(nix::unistd::Pid::from_raw);
+                }
                 self.watch_direct(container_id, launched.exited);
                 self.direct_update(conn, TaskState::Running, String::new(), None, None);
             }
@@ -277,14 +286,15 @@ impl Driver {
     /// shim), so one sent before it is ready to be ended by it is delivered
     /// when it unblocks it, never lost.
     pub(crate) fn direct_term(&mut self, container_id: &ContainerId) {
-        if !self.direct.by_container.contains_key(container_id) {
-            return;
-        }
-        let shim = self
-            .pids
+        let Some(shim) = self
+            .direct
+            .by_container
             .get(container_id)
-            .and_then(|p| i32::try_from(p.pid).ok())
-            .map(nix::unistd::Pid::from_raw);
+            .and_then(|conn| self.direct.by_conn.get(conn))
+            .map(|d| d.shim)
+        else {
+            return;
+        };
         match self.launcher.signal(container_id, Signal::SIGTERM, shim) {
             Ok(0) if shim.is_some() => {
                 let (tx, container_id) = (self.tx.clone(), container_id.clone());
@@ -404,6 +414,11 @@ impl Driver {
                 task: Some(TaskId::new(c.executor_id.as_str())),
                 killing_state,
                 kill_requested: false,
+                shim: self
+                    .pids
+                    .get(&c.container_id)
+                    .and_then(|p| i32::try_from(p.pid).ok())
+                    .map(nix::unistd::Pid::from_raw),
             },
         );
         self.core.handle(
@@ -428,6 +443,11 @@ impl Driver {
         };
         for entry in dir.flatten() {
             let known = entry.file_name().to_str().is_some_and(|name| {
+                // A shim's record being written: `.<container id>.partial`.
+                let name = name
+                    .strip_prefix('.')
+                    .and_then(|n| n.strip_suffix(".partial"))
+                    .unwrap_or(name);
                 self.direct
                     .by_container
                     .contains_key(&ContainerId::new(name))
@@ -438,8 +458,10 @@ impl Driver {
         }
     }
 
+    /// The shim writes its record under another name and renames it into
+    /// place, so a record seen is complete.
     pub(crate) fn direct_exit_recorded(&self, container_id: &ContainerId) -> bool {
-        self.exec.exit_dir.join(container_id.as_str()).exists()
+        self.exit_record(container_id).is_some()
     }
 
     /// The exit status a shim recorded for `container_id`. The record is
@@ -453,6 +475,8 @@ impl Driver {
 
     pub(crate) fn forget_exit_record(&self, container_id: &ContainerId) {
         let _ = std::fs::remove_file(self.exec.exit_dir.join(container_id.as_str()));
+        // Left by a shim killed while writing (its container destroyed).
+        let _ = std::fs::remove_file(self.exec.exit_dir.join(format!(".{container_id}.partial")));
     }
 
     /// A direct task's container whose task was never started (destroyed

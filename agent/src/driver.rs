@@ -231,9 +231,22 @@ impl Driver {
                 // exits (it may linger as a zombie of whoever adopted it).
                 _ if self.direct_exit_recorded(&c.container_id) => {
                     tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, "direct task ended while the agent was down");
+                    // Its record goes once the container's end is
+                    // checkpointed (see `Output::Checkpoint` below).
+                    if let Some(pid) = pid {
+                        self.pids.insert(
+                            c.container_id.clone(),
+                            PidRecord {
+                                direct: true,
+                                ..pid
+                            },
+                        );
+                    }
                     self.direct_recovered(&c, None);
                 }
-                (Some(exited), Some(pid)) if pid.direct => {
+                // Checkpoints written before pids said whether they are
+                // direct: the shim's environment says so.
+                (Some(exited), Some(pid)) if pid.direct || crate::direct::is_direct(pid.pid) => {
                     tracing::info!(container_id = %c.container_id, executor_id = %c.executor_id, framework_id = %c.framework_id, pid = pid.pid, "recovered direct task");
                     self.pids.insert(c.container_id.clone(), pid);
                     self.direct_recovered(&c, Some(exited));
@@ -252,8 +265,10 @@ impl Driver {
                 }
             }
         }
-        self.forget_stale_exit_records();
+        // After the recovered ends are checkpointed: records of containers
+        // the agent no longer knows.
         self.dispatch();
+        self.forget_stale_exit_records();
     }
 
     /// Feeds the container's end to the core when its executor exits.

@@ -360,15 +360,18 @@ pub fn watch_pid(pid: PidRecord) -> Option<oneshot::Receiver<Termination>> {
 
 /// Finds the executor of a container whose pid was not recorded (the agent
 /// died between starting it and writing its pid): the session leader whose
-/// environment names the container (`CAIRN_CONTAINER_ID`, set at launch).
+/// environment names the container (`CAIRN_CONTAINER_ID`, set at launch)
+/// and whose parent's does not (a direct task, a session leader too, still
+/// shows its shim's environment until it execs).
 pub fn find_executor(container_id: &ContainerId) -> Option<PidRecord> {
     let needle = format!("CAIRN_CONTAINER_ID={container_id}");
+    let names_it = |pid: &str| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+    };
     let dir = std::fs::read_dir("/proc").ok()?;
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+        if !names_it(&pid.to_string()) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -380,7 +383,8 @@ pub fn find_executor(container_id: &ContainerId) -> Option<PidRecord> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // state ppid pgrp session ...: the executor leads its session.
         let leads = fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(pid);
-        if leads && fields.first() != Some(&"Z") {
+        let topmost = fields.get(1).is_some_and(|ppid| !names_it(ppid));
+        if leads && topmost && fields.first() != Some(&"Z") {
             let start_time = fields.get(19)?.parse().ok()?;
             return Some(PidRecord {
                 pid,

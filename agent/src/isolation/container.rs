@@ -253,9 +253,12 @@ fn direct_task_setup() -> Result<(), ContainerError> {
 fn shim_exit(code: i32) -> ! {
     if let Some(r) = SHIM_RECORD.get() {
         use std::io::Write;
+        // Written under a temporary name and renamed into place: an agent
+        // that reads the record never sees it half-written.
+        let partial = format!(".{}.partial", r.name);
         let file = nix::fcntl::openat(
             &r.dir,
-            r.name.as_str(),
+            partial.as_str(),
             OFlag::O_WRONLY
                 | OFlag::O_CREAT
                 | OFlag::O_TRUNC
@@ -263,8 +266,12 @@ fn shim_exit(code: i32) -> ! {
                 | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o600),
         );
-        if let Ok(fd) = file {
-            let _ = std::fs::File::from(fd).write_all(code.to_string().as_bytes());
+        if let Ok(fd) = file
+            && std::fs::File::from(fd)
+                .write_all(code.to_string().as_bytes())
+                .is_ok()
+        {
+            let _ = nix::fcntl::renameat(&r.dir, partial.as_str(), &r.dir, r.name.as_str());
         }
     }
     std::process::exit(code)
