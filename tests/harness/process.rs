@@ -155,14 +155,28 @@ pub fn remove_cgroup_tree(rel: &str) {
                 .filter(|p| p.is_dir()),
         );
     }
+    // A process left in the tree (one that carries no marker, so a sweep
+    // missed it) keeps its cgroup busy: killed here, and the removal
+    // retried while it exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
     for base in bases {
         let root = base.join(rel);
-        if root.is_dir() {
+        while root.is_dir() {
             remove_dirs_bottom_up(&root);
+            if !root.is_dir() {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("cannot remove cgroup {}: still busy", root.display());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
+/// Kills the processes of `dir` and of every cgroup below it, then removes
+/// those that are empty, deepest first.
 fn remove_dirs_bottom_up(dir: &Path) {
     if let Ok(d) = std::fs::read_dir(dir) {
         for e in d.filter_map(Result::ok) {
@@ -170,6 +184,10 @@ fn remove_dirs_bottom_up(dir: &Path) {
                 remove_dirs_bottom_up(&e.path());
             }
         }
+    }
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     let _ = std::fs::remove_dir(dir);
 }
@@ -219,5 +237,53 @@ pub fn sweep(marker: &str) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// A process the sweep cannot see (no marker) must not leave its
+    /// cgroup behind. Needs root, as CI has.
+    #[test]
+    fn a_cgroup_tree_goes_with_the_processes_left_in_it() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "cgroup clean-up tests need root, as CI has"
+        );
+        // The memory controller's hierarchy (v1), or the unified one (v2).
+        let base = if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+            PathBuf::from("/sys/fs/cgroup/memory")
+        } else {
+            PathBuf::from("/sys/fs/cgroup")
+        };
+        let rel = format!("cairn-harness-{}", std::process::id());
+        let inner = base.join(&rel).join("inner");
+        std::fs::create_dir_all(&inner).unwrap();
+        let mut child = Command::new("sleep").arg("600").spawn().unwrap();
+        std::fs::write(inner.join("cgroup.procs"), child.id().to_string()).unwrap();
+
+        remove_cgroup_tree(&rel);
+        let gone = !base.join(&rel).exists();
+        // Its end, if the clean-up killed it; killed here otherwise, so a
+        // failure leaves nothing behind either.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ended = child.try_wait().unwrap();
+        while ended.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            ended = child.try_wait().unwrap();
+        }
+        if ended.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir(&inner);
+            let _ = std::fs::remove_dir(base.join(&rel));
+        }
+        assert!(gone, "{} left behind", base.join(&rel).display());
+        let status = ended.expect("the process in the cgroup was not killed");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 }
