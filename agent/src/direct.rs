@@ -69,7 +69,7 @@ struct DirectTask {
     kill_requested: bool,
     /// The shim's pid (the leader of the session a kill spares), once
     /// started or recovered.
-    shim: Option<nix::unistd::Pid>,
+    shim: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -101,9 +101,7 @@ impl DirectTasks {
 /// Whether process `pid` is a direct task's shim (its environment says so:
 /// it was started with [`DIRECT_TASK_ENV`]).
 pub(crate) fn is_direct(pid: u32) -> bool {
-    let needle = format!("{DIRECT_TASK_ENV}=1");
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+    crate::launcher::environ_has(pid, &format!("{DIRECT_TASK_ENV}=1"))
 }
 
 impl Driver {
@@ -241,9 +239,7 @@ impl Driver {
                 tracing::debug!(%container_id, pid = launched.pid, "direct task started");
                 self.record_pid(&container_id, launched.pid, true);
                 if let Some(d) = self.direct.by_conn.get_mut(&conn) {
-                    d.shim = i32::try_from(launched.pid)
-                        .ok()
-                        .map(nix::unistd::Pid::from_raw);
+                    d.shim = Some(launched.pid);
                 }
                 self.watch_direct(container_id, launched.exited);
                 self.direct_update(conn, TaskState::Running, String::new(), None, None);
@@ -291,10 +287,11 @@ impl Driver {
             .by_container
             .get(container_id)
             .and_then(|conn| self.direct.by_conn.get(conn))
-            .map(|d| d.shim)
+            .map(|d| d.shim.and_then(|p| i32::try_from(p).ok()))
         else {
             return;
         };
+        let shim = shim.map(nix::unistd::Pid::from_raw);
         match self.launcher.signal(container_id, Signal::SIGTERM, shim) {
             Ok(0) if shim.is_some() => {
                 let (tx, container_id) = (self.tx.clone(), container_id.clone());
@@ -414,11 +411,7 @@ impl Driver {
                 task: Some(TaskId::new(c.executor_id.as_str())),
                 killing_state,
                 kill_requested: false,
-                shim: self
-                    .pids
-                    .get(&c.container_id)
-                    .and_then(|p| i32::try_from(p.pid).ok())
-                    .map(nix::unistd::Pid::from_raw),
+                shim: self.pids.get(&c.container_id).map(|p| p.pid),
             },
         );
         self.core.handle(
@@ -479,14 +472,24 @@ impl Driver {
         let _ = std::fs::remove_file(self.exec.exit_dir.join(format!(".{container_id}.partial")));
     }
 
-    /// A direct task's container whose task was never started (destroyed
-    /// before the core handed it over, or refused).
-    pub(crate) fn direct_unstarted(&self, container_id: &ContainerId) -> bool {
-        self.direct
+    /// The core destroys `container_id`: if it is a direct task's whose
+    /// task was never started (no shim will report an end), it ends now.
+    pub(crate) fn direct_destroyed(&mut self, container_id: &ContainerId) {
+        let unstarted = self
+            .direct
             .by_container
             .get(container_id)
             .and_then(|conn| self.direct.by_conn.get(conn))
-            .is_some_and(|d| d.task.is_none())
+            .is_some_and(|d| d.task.is_none());
+        if unstarted {
+            self.direct_exited(
+                container_id,
+                Termination {
+                    message: Some("Destroyed before its task started".into()),
+                    ..Termination::default()
+                },
+            );
+        }
     }
 
     fn direct_update(

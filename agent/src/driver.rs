@@ -467,15 +467,7 @@ impl Driver {
                 }
                 Output::Launch(spec) => self.launch(spec),
                 Output::Destroy { container_id } => {
-                    if self.direct_unstarted(&container_id) {
-                        self.direct_exited(
-                            &container_id,
-                            Termination {
-                                message: Some("Destroyed before its task started".into()),
-                                ..Termination::default()
-                            },
-                        );
-                    }
+                    self.direct_destroyed(&container_id);
                     self.destroy(container_id);
                 }
                 Output::ToExecutor { conn, command } if self.direct.has(conn) => {

@@ -358,6 +358,13 @@ pub fn watch_pid(pid: PidRecord) -> Option<oneshot::Receiver<Termination>> {
     Some(rx)
 }
 
+/// Whether process `pid` was started with `entry` (`NAME=value`) in its
+/// environment.
+pub(crate) fn environ_has(pid: u32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+}
+
 /// Finds the executor of a container whose pid was not recorded (the agent
 /// died between starting it and writing its pid): the session leader whose
 /// environment names the container (`CAIRN_CONTAINER_ID`, set at launch)
@@ -365,13 +372,9 @@ pub fn watch_pid(pid: PidRecord) -> Option<oneshot::Receiver<Termination>> {
 /// shows its shim's environment until it execs).
 pub fn find_executor(container_id: &ContainerId) -> Option<PidRecord> {
     let needle = format!("CAIRN_CONTAINER_ID={container_id}");
-    let names_it = |pid: &str| {
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-    };
     let dir = std::fs::read_dir("/proc").ok()?;
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-        if !names_it(&pid.to_string()) {
+        if !environ_has(pid, &needle) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -383,7 +386,10 @@ pub fn find_executor(container_id: &ContainerId) -> Option<PidRecord> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // state ppid pgrp session ...: the executor leads its session.
         let leads = fields.get(3).and_then(|s| s.parse::<u32>().ok()) == Some(pid);
-        let topmost = fields.get(1).is_some_and(|ppid| !names_it(ppid));
+        let topmost = fields
+            .get(1)
+            .and_then(|ppid| ppid.parse().ok())
+            .is_some_and(|ppid| !environ_has(ppid, &needle));
         if leads && topmost && fields.first() != Some(&"Z") {
             let start_time = fields.get(19)?.parse().ok()?;
             return Some(PidRecord {
