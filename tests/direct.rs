@@ -17,6 +17,10 @@ use cairn_tests::wait_for;
 const T: Duration = Duration::from_secs(30);
 
 async fn cluster() -> Cluster {
+    cluster_with(&[]).await
+}
+
+async fn cluster_with(extra: &[&str]) -> Cluster {
     assert!(
         nix::unistd::geteuid().is_root(),
         "direct task tests need root (cgroups and namespaces), as CI has"
@@ -30,8 +34,10 @@ async fn cluster() -> Cluster {
             "--task-log-max-size",
             "0",
         ]
-        .map(String::from)
-        .to_vec(),
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect(),
         ..ClusterSpec::default()
     })
     .await
@@ -209,6 +215,133 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
         left.is_empty().then_some(())
     })
     .await;
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The agent's children running `fork-server`.
+fn fork_servers(agent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            ppid(*p) == Some(agent) && cmdline(*p).get(1).map(String::as_str) == Some("fork-server")
+        })
+        .collect()
+}
+
+/// Runs a task that reports what its shim looks like from the host, then
+/// checks how the shim was started.
+async fn shim_of_a_task(
+    cluster: &Cluster,
+    fw: &mut TestFramework,
+    task: &str,
+) -> (i32, Vec<String>, bool) {
+    launch(fw, task, |b| {
+        b.shell("while [ ! -e go ]; do sleep 0.05; done")
+    })
+    .await;
+    fw.update(task, T, |s| s.state == TaskState::Running).await;
+    let shim = processes_marked(&format!("/executors/{task}/runs/"))
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "cairn-shim")
+        })
+        .unwrap_or_else(|| panic!("no shim for {task}: {:?}", process_names(task)));
+    let parent = ppid(shim).unwrap();
+    let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap();
+    let has_container_id = environ
+        .split(|b| *b == 0)
+        .any(|kv| kv.starts_with(b"CAIRN_CONTAINER_ID=") && kv.len() > "CAIRN_CONTAINER_ID=".len());
+    assert_eq!(
+        parent,
+        cluster.agents[0].pid(),
+        "the shim of {task} is the agent's child (the agent reaps it)"
+    );
+    let args = cmdline(shim);
+    std::fs::write(sandbox_of(cluster, task).join("go"), "").unwrap();
+    let end = fw.terminal(task, T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_eq!(end.exit_code, Some(0));
+    (shim, args, has_container_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_start_from_the_agents_fork_server_and_without_it() {
+    // The default: a fork server, started once by the agent, forks each
+    // container's shim, which looks to the host (and to the agent's
+    // recovery, which finds an unrecorded shim by its environment) like an
+    // executed one.
+    let cluster = cluster().await;
+    let agent = cluster.agents[0].pid();
+    let servers = fork_servers(agent);
+    assert_eq!(servers.len(), 1, "one fork server, the agent's child");
+    let mut fw = TestFramework::named(&cluster.master_addr, "forked").await;
+    for task in ["forked-1", "forked-2"] {
+        let (_, args, has_id) = shim_of_a_task(&cluster, &mut fw, task).await;
+        assert!(
+            has_id,
+            "{task}'s shim shows its container id in its environment"
+        );
+        assert_eq!(
+            args.get(1..4).map(|a| a.to_vec()),
+            Some(vec![
+                "container-exec".to_string(),
+                "--".into(),
+                "/bin/sh".into()
+            ]),
+            "{task}'s shim shows the command line it would have been executed with: {args:?}"
+        );
+        assert_eq!(
+            fork_servers(agent),
+            servers,
+            "the same fork server serves every container"
+        );
+    }
+    // A restarted agent starts a fork server of its own; the old one ended
+    // with its agent.
+    let mut cluster = cluster;
+    cluster.agents[0].restart();
+    let agent = cluster.agents[0].pid();
+    wait_for(T, "the old fork server to end with its agent", || async {
+        (!servers
+            .iter()
+            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists()))
+        .then_some(())
+    })
+    .await;
+    wait_for(T, "the restarted agent's fork server", || async {
+        (fork_servers(agent).len() == 1).then_some(())
+    })
+    .await;
+    drop(fw);
+    drop(cluster);
+
+    // Without it, the agent executes its binary for each container.
+    let cluster = cluster_with(&["--fork-server", "false"]).await;
+    assert!(fork_servers(cluster.agents[0].pid()).is_empty());
+    let mut fw = TestFramework::named(&cluster.master_addr, "executed").await;
+    let (_, args, has_id) = shim_of_a_task(&cluster, &mut fw, "executed").await;
+    assert!(has_id);
+    assert_eq!(args.get(1).map(String::as_str), Some("container-exec"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

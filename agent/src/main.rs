@@ -12,19 +12,11 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cairn-agent executor` is how the agent starts its command executors.
-    if std::env::args().nth(1).as_deref() == Some("executor") {
-        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
-        cairn_agent::command_executor::main()?;
-        return Ok(());
-    }
-    // ... and a framework's own executors.
-    if std::env::args().nth(1).as_deref() == Some(cairn_agent::driver::CONTAINER_EXEC) {
-        let args: Vec<String> = std::env::args().skip(2).collect();
-        let Err(e) = cairn_agent::isolation::container::exec_main(&args);
-        // As a shell reports a command it cannot run.
-        eprintln!("container-exec: {e}");
-        std::process::exit(127);
+    // `cairn-agent executor`, `container-exec` and `fork-server`: how the
+    // agent starts its command executors, containers and fork server.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = cairn_agent::run_helper(&args) {
+        std::process::exit(code);
     }
     let cli = Cli::parse();
     cairn_model::runtime::init_logging(cli.log_format);

@@ -329,21 +329,22 @@ pub fn loopback_up() -> io::Result<()> {
     }
 }
 
+/// Never passed on from the agent's environment: the CLI's credentials and
+/// the agent's join token never reach tasks; an executor's agent CA and
+/// token are the ones this agent gives (in a container's `env`), never what
+/// the agent itself inherited (an agent inside another cluster's task).
+pub const WITHHELD: [&str; 5] = [
+    "CAIRN_SECRET",
+    "CAIRN_PRINCIPAL",
+    "CAIRN_JOIN_TOKEN",
+    cairn_tls::AGENT_CA_ENV,
+    cairn_tls::EXECUTOR_TOKEN_ENV,
+];
+
 /// The spawn of a container's executor: `program` and `args` with the
 /// agent's environment plus `env`, in `sandbox`, with output to the files
 /// named by [`ContainerSpec::output`](crate::launcher::ContainerSpec::output).
 pub fn executor_spec(spec: &crate::launcher::ContainerSpec) -> io::Result<SpawnSpec> {
-    // The CLI's credentials and the agent's join token never reach tasks;
-    // an executor's agent CA and token are the ones this agent gives (in
-    // `spec.env`), never what the agent itself inherited (an agent inside
-    // another cluster's task).
-    const WITHHELD: [&str; 5] = [
-        "CAIRN_SECRET",
-        "CAIRN_PRINCIPAL",
-        "CAIRN_JOIN_TOKEN",
-        cairn_tls::AGENT_CA_ENV,
-        cairn_tls::EXECUTOR_TOKEN_ENV,
-    ];
     let env = environment(&WITHHELD, &spec.env)?;
     let program = c_path(&spec.program)?;
     let mut args = vec![program.clone()];

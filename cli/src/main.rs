@@ -150,20 +150,12 @@ pub async fn leader(master: &str) -> anyhow::Result<String> {
 }
 
 fn main() {
-    // `cairn executor` is how agents of `cairn local` start command executors.
-    if std::env::args().nth(1).as_deref() == Some("executor") {
-        cairn_model::runtime::init_logging(cairn_model::runtime::LogFormat::Human);
-        if let Err(e) = cairn_agent::command_executor::main() {
-            eprintln!("executor: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    if std::env::args().nth(1).as_deref() == Some(cairn_agent::driver::CONTAINER_EXEC) {
-        let args: Vec<String> = std::env::args().skip(2).collect();
-        let Err(e) = cairn_agent::isolation::container::exec_main(&args);
-        eprintln!("container-exec: {e}");
-        std::process::exit(127);
+    // `cairn executor`, `container-exec` and `fork-server`: how agents of
+    // `cairn local` start their command executors, containers and fork
+    // server.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = cairn_agent::run_helper(&args) {
+        std::process::exit(code);
     }
     let cli = Cli::parse();
     let config = match read_config() {

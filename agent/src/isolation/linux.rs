@@ -32,6 +32,7 @@ use cairn_model::{ContainerId, Reason, Resources};
 
 use super::cgroups::{CgroupStats, Cgroups, FavorDynmods, Limits};
 use crate::checkpoint::PidRecord;
+use crate::forkserver::{ForkServer, ForkServerError};
 use crate::launcher::{ContainerSpec, LaunchError, Launched, Launcher, watch_pid};
 
 /// Memory given to a container on top of its tasks' `mem`, for the executor
@@ -53,6 +54,8 @@ pub struct LinuxLauncher {
     limits: Mutex<HashMap<ContainerId, (u64, u64)>>,
     /// Fast cgroup moves, while held (released with the launcher).
     favor_dynmods: Mutex<Option<FavorDynmods>>,
+    /// Starts containers when it serves their program.
+    fork_server: Option<ForkServer>,
 }
 
 impl LinuxLauncher {
@@ -62,8 +65,10 @@ impl LinuxLauncher {
         enable_cfs: bool,
         max_pids: i64,
         favor_dynmods: Option<FavorDynmods>,
+        fork_server: Option<ForkServer>,
     ) -> Self {
         LinuxLauncher {
+            fork_server,
             favor_dynmods: Mutex::new(favor_dynmods),
             cgroups,
             namespaces,
@@ -146,11 +151,34 @@ impl Launcher for LinuxLauncher {
                         | libc::CLONE_NEWUTS
                         | libc::CLONE_NEWIPC;
                 }
-                crate::spawn::spawn(&s).map_err(|source| LaunchError::Spawn {
-                    container: id.clone(),
-                    program: spec.program.clone(),
-                    source,
-                })
+                let forked = match &self.fork_server {
+                    Some(f) if f.serves(&s) => match f.spawn(&s) {
+                        Ok(c) => Some(Ok(c)),
+                        Err(ForkServerError::Step { step, source }) => Some(Err(
+                            std::io::Error::new(source.kind(), format!("{step}: {source}")),
+                        )),
+                        // Nothing was started (the server is gone,
+                        // could not fork, or cannot take the request):
+                        // execute instead.
+                        Err(
+                            e @ (ForkServerError::Gone { .. }
+                            | ForkServerError::NotStarted { .. }
+                            | ForkServerError::Request(_)
+                            | ForkServerError::Start { .. }),
+                        ) => {
+                            tracing::warn!(container_id = %id, error = %e, "starting the container by executing the agent's binary");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                forked
+                    .unwrap_or_else(|| crate::spawn::spawn(&s))
+                    .map_err(|source| LaunchError::Spawn {
+                        container: id.clone(),
+                        program: spec.program.clone(),
+                        source,
+                    })
             });
         let child = match spawned {
             Ok(c) => c,

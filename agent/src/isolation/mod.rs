@@ -25,6 +25,8 @@ pub struct LinuxOptions {
     pub cgroups_root: Option<String>,
     /// Keep the kernel's favordynmods mode on (fast container starts).
     pub favor_dynmods: bool,
+    /// The binary to run a fork server of (see [`crate::forkserver`]).
+    pub fork_server: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +60,20 @@ pub fn select(
         } else {
             None
         };
+        let fork_server = options.fork_server.as_deref().and_then(|program| {
+            crate::forkserver::ForkServer::start(program)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "containers start by executing the agent's binary");
+                })
+                .ok()
+        });
         Ok(Arc::new(linux::LinuxLauncher::new(
             cg,
             namespaces,
             options.enable_cfs,
             options.max_pids,
             favor,
+            fork_server,
         )))
     };
     let normalized: String = isolation

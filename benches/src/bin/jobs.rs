@@ -38,6 +38,11 @@ struct Args {
     /// the agent then runs with --task-log-max-size 0).
     #[arg(long, default_value = "executor")]
     command_tasks: String,
+    /// The agent's `--fork-server`: containers forked by a fork server
+    /// (true, the agent's default) or started by executing the agent's
+    /// binary (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    fork_server: bool,
     /// Slurm's peer script (`setup`, `bench N R`, `stop`); without it only
     /// Cairn runs.
     #[arg(long)]
@@ -62,6 +67,8 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
                 args.isolation.clone(),
                 "--command-tasks".into(),
                 args.command_tasks.clone(),
+                "--fork-server".into(),
+                args.fork_server.to_string(),
             ];
             if args.command_tasks == "direct" {
                 a.extend(["--task-log-max-size".into(), "0".into()]);
