@@ -247,13 +247,47 @@ fn fork_servers(agent: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Runs a task that reports what its shim looks like from the host, then
-/// checks how the shim was started.
+/// Whether process `pid`'s arguments are on its stack, where `execve` puts
+/// them (a forked shim's are in its heap).
+fn args_on_stack(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // arg_start is field 48 (proc_pid_stat(5)); the first after the
+    // command is field 3.
+    let arg_start: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(48 - 3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let stack = maps
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .expect("a [stack] mapping");
+    let (lo, hi) = stack
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .split_once('-')
+        .unwrap();
+    let (lo, hi) = (
+        u64::from_str_radix(lo, 16).unwrap(),
+        u64::from_str_radix(hi, 16).unwrap(),
+    );
+    (lo..hi).contains(&arg_start)
+}
+
+/// Runs a task and looks at its shim from the host: its command line,
+/// whether its environment names its container, whether its arguments are
+/// on its stack.
 async fn shim_of_a_task(
     cluster: &Cluster,
     fw: &mut TestFramework,
     task: &str,
-) -> (i32, Vec<String>, bool) {
+) -> (Vec<String>, bool, bool) {
     launch(fw, task, |b| {
         b.shell("while [ ! -e go ]; do sleep 0.05; done")
     })
@@ -277,11 +311,12 @@ async fn shim_of_a_task(
         "the shim of {task} is the agent's child (the agent reaps it)"
     );
     let args = cmdline(shim);
+    let on_stack = args_on_stack(shim);
     std::fs::write(sandbox_of(cluster, task).join("go"), "").unwrap();
     let end = fw.terminal(task, T).await;
     assert_eq!(end.state, TaskState::Finished, "{end:?}");
     assert_eq!(end.exit_code, Some(0));
-    (shim, args, has_container_id)
+    (args, has_container_id, on_stack)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +331,8 @@ async fn containers_start_from_the_agents_fork_server_and_without_it() {
     assert_eq!(servers.len(), 1, "one fork server, the agent's child");
     let mut fw = TestFramework::named(&cluster.master_addr, "forked").await;
     for task in ["forked-1", "forked-2"] {
-        let (_, args, has_id) = shim_of_a_task(&cluster, &mut fw, task).await;
+        let (args, has_id, on_stack) = shim_of_a_task(&cluster, &mut fw, task).await;
+        assert!(!on_stack, "{task}'s shim was forked, not executed");
         assert!(
             has_id,
             "{task}'s shim shows its container id in its environment"
@@ -339,7 +375,8 @@ async fn containers_start_from_the_agents_fork_server_and_without_it() {
     let cluster = cluster_with(&["--fork-server", "false"]).await;
     assert!(fork_servers(cluster.agents[0].pid()).is_empty());
     let mut fw = TestFramework::named(&cluster.master_addr, "executed").await;
-    let (_, args, has_id) = shim_of_a_task(&cluster, &mut fw, "executed").await;
+    let (args, has_id, on_stack) = shim_of_a_task(&cluster, &mut fw, "executed").await;
+    assert!(on_stack, "the shim was executed");
     assert!(has_id);
     assert_eq!(args.get(1).map(String::as_str), Some("container-exec"));
 }

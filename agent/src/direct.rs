@@ -11,7 +11,8 @@
 //! acknowledgements and retries are the same for both.
 //!
 //! ```text
-//! agent --clone--> shim (container-exec; blocks SIGTERM) --fork--> init
+//! agent --(fork server: clone3, CLONE_PARENT; else clone + exec)-->
+//!       shim (container-exec; blocks SIGTERM) --fork--> init
 //!       (PID 1, with namespaces) --fork--> task: a session of its own,
 //!       SIGTERM unblocked, joins its own network namespace if asked,
 //!       switches to its user, execs

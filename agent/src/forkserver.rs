@@ -87,6 +87,9 @@ pub enum ForkServerError {
     },
     #[error("the request cannot be sent to the fork server: {0}")]
     Request(String),
+    /// The server failed while starting a child: it is no longer used.
+    #[error("the fork server (pid {pid}) failed while starting a container: {reason}")]
+    Lost { pid: u32, reason: String },
     /// The server started nothing (it could not fork, or refused the
     /// request); the caller may execute instead.
     #[error("the fork server started nothing: {step}: {source}")]
@@ -153,19 +156,27 @@ impl ForkServer {
         };
         let server = crate::spawn::spawn(&spec).map_err(|e| fail(e.to_string()))?;
         drop(spec);
-        set_timeout(&ours, ANSWER_WITHIN).map_err(|e| fail(format!("SO_RCVTIMEO: {e}")))?;
+        // From here on, dropping `started` ends and reaps the server.
         let started = ForkServer {
             program: c_program,
             sock: Mutex::new(Some(ours)),
             pid: server.pid,
             pidfd: server.pidfd,
         };
-        // The server's first message: empty when ready, else why not.
         let hello = {
             let guard = started.sock.lock().map_err(|_| fail("poisoned".into()))?;
             let Some(sock) = guard.as_ref() else {
                 return Err(fail("no socket".into()));
             };
+            set_timeout(sock, ANSWER_WITHIN).map_err(|e| fail(format!("SO_RCVTIMEO: {e}")))?;
+            // Room for the largest request (best effort: the kernel caps it
+            // at net.core.wmem_max; a request it refuses is executed).
+            let _ = nix::sys::socket::setsockopt(
+                sock,
+                nix::sys::socket::sockopt::SndBuf,
+                &(2 * MAX_REQUEST),
+            );
+            // The server's first message: 0 when ready, else 1 and why not.
             let mut buf = vec![0u8; 4096];
             recv_plain(sock, &mut buf).map(|n| buf.get(..n).map(<[u8]>::to_vec))
         };
@@ -193,9 +204,14 @@ impl ForkServer {
     }
 
     /// Starts `spec` by the server; see the module documentation.
-    /// [`ForkServerError::Gone`] means the server can no longer serve
-    /// (nothing was started; the caller executes instead), and every later
-    /// call says so too.
+    ///
+    /// Errors: [`ForkServerError::NotStarted`], [`ForkServerError::Request`]
+    /// and [`ForkServerError::Gone`] mean nothing was started (the caller
+    /// may execute instead); after `Gone` every later call fails the same
+    /// way. [`ForkServerError::Step`] is the child's failure (reaped), and
+    /// [`ForkServerError::Lost`] a server that failed while starting the
+    /// child (killed and reaped if it was known; the caller destroys what
+    /// the container had, as for any failed start).
     pub fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, ForkServerError> {
         let request = encode(spec).map_err(ForkServerError::Request)?;
         let mut guard = self.sock.lock().map_err(|_| ForkServerError::Gone {
@@ -213,81 +229,169 @@ impl ForkServer {
             spec.stdout.as_raw_fd(),
             spec.stderr.as_raw_fd(),
         ];
-        let answer = sendmsg::<()>(
+        let sent = sendmsg::<()>(
             sock.as_raw_fd(),
             &[IoSlice::new(&request)],
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::MSG_NOSIGNAL,
             None,
-        )
-        .map_err(io::Error::from)
-        .and_then(|_| {
-            let mut buf = [0u8; 64];
-            let n = recv_plain(sock, &mut buf)?;
-            Answer::decode(buf.get(..n).unwrap_or_default())
-        });
-        let answer = match answer {
-            Ok(a) => a,
+        );
+        match sent {
+            Ok(_) => {}
+            // Refused for its size: the server never saw it and serves on.
+            Err(e @ (nix::errno::Errno::EMSGSIZE | nix::errno::Errno::ENOBUFS)) => {
+                return Err(ForkServerError::NotStarted {
+                    step: "send the request",
+                    source: e.into(),
+                });
+            }
             Err(e) => {
-                // A server that neither answers nor can be reached is given
-                // up for good: a late answer would be read as the next
-                // request's.
-                guard.take();
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(0)),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                self.give_up(&mut guard);
                 return Err(ForkServerError::Gone {
                     pid: self.pid,
                     reason: e.to_string(),
                 });
             }
+        }
+        // First the child's pid (or why there is none), then its outcome.
+        let first = recv_answer(sock);
+        let pid = match first {
+            Ok(Answer::Forked { pid }) if pid > 0 => pid,
+            Ok(Answer::Failed {
+                pid: 0,
+                step,
+                errno,
+            }) => {
+                return Err(ForkServerError::NotStarted {
+                    step: step_name(step),
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+            other => {
+                // A server gone between the request and the fork, or
+                // answering nonsense: whether a child exists is unknown,
+                // and any answer still to come would be read as the next
+                // request's.
+                self.give_up(&mut guard);
+                return Err(ForkServerError::Lost {
+                    pid: self.pid,
+                    reason: describe_answer(other),
+                });
+            }
         };
+        let second = recv_answer(sock);
+        if !matches!(second, Ok(Answer::Ready | Answer::Failed { .. })) {
+            self.give_up(&mut guard);
+        }
         drop(guard);
-        match answer {
-            Answer::Started { pid } => {
-                // SAFETY: pidfd_open takes a pid and flags and returns a new
-                // fd or -1. The child is this process's (CLONE_PARENT) and
-                // unreaped, as only this process reaps it and nothing waits
-                // for it yet, so `pid` still names it.
-                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-                if fd < 0 {
-                    return Err(ForkServerError::Step {
-                        step: "pidfd_open",
-                        source: io::Error::last_os_error(),
-                    });
-                }
-                let fd = RawFd::try_from(fd).map_err(|_| ForkServerError::Step {
-                    step: "pidfd_open",
-                    source: io::Error::other("fd out of range"),
-                })?;
-                // SAFETY: `fd` was just returned by pidfd_open and is owned
-                // by nothing else.
-                let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
-                Ok(Spawned {
+        match second {
+            Ok(Answer::Ready) => match pidfd_of_child(pid) {
+                Ok(pidfd) => Ok(Spawned {
                     pid: u32::try_from(pid).unwrap_or(0),
                     pidfd,
-                })
-            }
-            Answer::Failed { pid, step, errno } if pid <= 0 => Err(ForkServerError::NotStarted {
-                step: step_name(step),
-                source: io::Error::from_raw_os_error(errno),
-            }),
-            Answer::Failed { pid, step, errno } => {
-                // The child has exited (status 127) or is about to; it is
-                // ours to reap.
-                // SAFETY: waitpid on our own child (a positive pid) with a
-                // valid out-pointer.
-                unsafe {
-                    let mut status = 0;
-                    libc::waitpid(pid, &mut status, 0);
+                }),
+                Err(source) => {
+                    kill_and_reap(pid);
+                    Err(ForkServerError::Step {
+                        step: "pidfd_open",
+                        source,
+                    })
                 }
+            },
+            Ok(Answer::Failed { step, errno, .. }) => {
+                // The child has exited (status 127) or is about to.
+                kill_and_reap(pid);
                 Err(ForkServerError::Step {
                     step: step_name(step),
                     source: io::Error::from_raw_os_error(errno),
                 })
             }
+            other => {
+                kill_and_reap(pid);
+                Err(ForkServerError::Lost {
+                    pid: self.pid,
+                    reason: describe_answer(other),
+                })
+            }
         }
+    }
+
+    /// Stops using the server: its socket is closed, and it is killed and
+    /// reaped.
+    fn give_up(&self, sock: &mut Option<OwnedFd>) {
+        sock.take();
+        self.end_server();
+    }
+
+    fn end_server(&self) {
+        // SAFETY: pidfd_send_signal on our own pidfd (which names the server
+        // even once it is reaped: then the call fails with ESRCH), no
+        // siginfo, no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        // SAFETY: waitid on our own pidfd with a valid out-pointer: reaps
+        // exactly the server (ECHILD once it is reaped; never another
+        // process that got its pid).
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PIDFD,
+                libc::id_t::try_from(self.pidfd.as_raw_fd()).unwrap_or(libc::id_t::MAX),
+                &mut info,
+                libc::WEXITED,
+            );
+        }
+    }
+}
+
+fn describe_answer(a: io::Result<Answer>) -> String {
+    match a {
+        Ok(a) => format!("unexpected answer {a:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn recv_answer(sock: &OwnedFd) -> io::Result<Answer> {
+    let mut buf = [0u8; 64];
+    let n = recv_plain(sock, &mut buf)?;
+    Answer::decode(buf.get(..n).unwrap_or_default())
+}
+
+/// A pidfd for `pid`, an unreaped child of this process.
+fn pidfd_of_child(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    // The child is this process's (CLONE_PARENT) and unreaped, as only this
+    // process reaps it and nothing waits for it yet, so `pid` still names
+    // it.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nothing
+    // else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Kills and reaps `pid`, an unreaped child of this process (so the pid
+/// cannot name another process meanwhile).
+fn kill_and_reap(pid: i32) {
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: kill and waitpid of our own unreaped child (a positive pid),
+    // with a valid out-pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 && *libc::__errno_location() == libc::EINTR {}
     }
 }
 
@@ -300,28 +404,12 @@ fn step_name(step: u32) -> &'static str {
 
 impl Drop for ForkServer {
     fn drop(&mut self) {
-        // The server ends when its socket closes; it is this process's child
-        // to reap (a SIGKILL first, so the wait is never long).
+        // The server ends when its socket closes; killed first, so the wait
+        // is never long.
         if let Ok(mut s) = self.sock.lock() {
             s.take();
         }
-        // SAFETY: pidfd_send_signal on our own pidfd, no siginfo, no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
-        if let Ok(pid) = i32::try_from(self.pid) {
-            // SAFETY: waitpid on our own child with a valid out-pointer.
-            unsafe {
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-            }
-        }
+        self.end_server();
     }
 }
 
@@ -344,25 +432,21 @@ fn recv_plain(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The server's answer to one request.
+/// The server's answers to one request: [`Answer::Forked`] then
+/// [`Answer::Ready`] or a failure of the child (`pid` > 0); or a single
+/// [`Answer::Failed`] with `pid` 0 when nothing was started.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    Started {
-        pid: i32,
-    },
-    /// `pid` 0: nothing was started.
-    Failed {
-        pid: i32,
-        step: u32,
-        errno: i32,
-    },
+    Forked { pid: i32 },
+    Ready,
+    Failed { pid: i32, step: u32, errno: i32 },
 }
 
 impl Answer {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(13);
         match self {
-            Answer::Started { pid } => {
+            Answer::Forked { pid } => {
                 out.push(0);
                 out.extend_from_slice(&pid.to_le_bytes());
             }
@@ -372,6 +456,7 @@ impl Answer {
                 out.extend_from_slice(&step.to_le_bytes());
                 out.extend_from_slice(&errno.to_le_bytes());
             }
+            Answer::Ready => out.push(2),
         }
         out
     }
@@ -384,7 +469,7 @@ impl Answer {
                 .ok_or_else(bad)
         };
         match b.first() {
-            Some(0) if b.len() == 5 => Ok(Answer::Started {
+            Some(0) if b.len() == 5 => Ok(Answer::Forked {
                 pid: i32::from_le_bytes(word(1)?),
             }),
             Some(1) if b.len() == 13 => Ok(Answer::Failed {
@@ -392,6 +477,7 @@ impl Answer {
                 step: u32::from_le_bytes(word(5)?),
                 errno: i32::from_le_bytes(word(9)?),
             }),
+            Some(2) if b.len() == 1 => Ok(Answer::Ready),
             None => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the fork server closed its socket",
@@ -608,8 +694,12 @@ pub fn serve() -> i32 {
             // The agent closed its end: it has exited or let the server go.
             return 0;
         }
+        let decoded = decode(buf.get(..n).unwrap_or_default());
+        // What the request held (environments carry executors' tokens) is
+        // not left in memory that later children get a copy of.
+        wipe(buf.get_mut(..n).unwrap_or_default());
         let answer = match (truncated, <[OwnedFd; 3]>::try_from(fds)) {
-            (false, Ok(fds)) => match decode(buf.get(..n).unwrap_or_default()) {
+            (false, Ok(fds)) => match decoded {
                 Ok(req) => start_child(&server, &sock, req, fds),
                 Err(e) => {
                     // The agent's stderr: a request it sent and cannot have
@@ -639,6 +729,12 @@ pub fn serve() -> i32 {
 /// What a child needs from the server, checked once at start: the calls
 /// that fail here would fail in every child.
 fn prepare() -> Result<Server, String> {
+    // Its children are made by a raw clone3, which (unlike glibc's fork)
+    // resets no lock another thread might hold: there must be no other
+    // thread, and the server starts none.
+    if MmMap::threads() != Some(1) {
+        return Err("the fork server must be single-threaded".into());
+    }
     let mut tid_address: *mut c_int = std::ptr::null_mut();
     // SAFETY: PR_GET_TID_ADDRESS stores a pointer in the given out-pointer.
     if unsafe {
@@ -702,22 +798,40 @@ struct MmMap {
 
 impl MmMap {
     /// This process's current bounds (from `/proc/self/stat` and `brk`),
-    /// with the auxiliary vector and executable left as they are.
+    /// with the auxiliary vector and executable left as they are. Uses no
+    /// heap: a `free` between reading `brk` and [`MmMap::apply`] could
+    /// shrink the heap, and the stale, higher `brk` set back would leave
+    /// malloc a break with nothing mapped below it.
     fn now() -> Option<MmMap> {
-        let stat = std::fs::read(format!("/proc/{}/stat", std::process::id())).ok()?;
-        let mut map = MmMap::from_stat(&stat)?;
+        use std::io::Read;
+        let mut buf = [0u8; 2048];
+        // A path this short is made a C string on the stack.
+        let n = std::fs::File::open("/proc/self/stat")
+            .and_then(|mut f| f.read(&mut buf))
+            .ok()?;
+        let mut map = MmMap::from_stat(buf.get(..n)?)?;
         // SAFETY: brk(0) changes nothing and returns the current break.
         map.brk = u64::try_from(unsafe { libc::syscall(libc::SYS_brk, 0usize) }).ok()?;
         Some(map)
     }
 
+    /// Reads the bounds from a `/proc/<pid>/stat` line, without allocating.
     fn from_stat(stat: &[u8]) -> Option<MmMap> {
-        let stat = std::str::from_utf8(stat).ok()?;
-        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let close = stat.iter().rposition(|b| *b == b')')?;
+        let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
         // Fields after the command: the first is field 3 (state); numbers
-        // as in proc_pid_stat(5).
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+        // as in proc_pid_stat(5). Fields that are not addresses (some are
+        // negative) read as 0 and are not used.
+        let mut fields = [0u64; 52];
+        let mut count = 0;
+        for (slot, word) in fields.iter_mut().skip(3).zip(rest.split_ascii_whitespace()) {
+            *slot = word.parse().unwrap_or(0);
+            count += 1;
+        }
+        if count < 51 - 2 {
+            return None;
+        }
+        let field = |n: usize| fields.get(n).copied();
         Some(MmMap {
             start_code: field(26)?,
             end_code: field(27)?,
@@ -734,6 +848,23 @@ impl MmMap {
             auxv_size: 0,
             exe_fd: u32::MAX,
         })
+    }
+
+    /// The number of threads of this process (field 20 of its stat line).
+    fn threads() -> Option<u64> {
+        use std::io::Read;
+        let mut buf = [0u8; 2048];
+        let n = std::fs::File::open("/proc/self/stat")
+            .and_then(|mut f| f.read(&mut buf))
+            .ok()?;
+        let stat = buf.get(..n)?;
+        let close = stat.iter().rposition(|b| *b == b')')?;
+        std::str::from_utf8(stat.get(close + 1..)?)
+            .ok()?
+            .split_ascii_whitespace()
+            .nth(20 - 3)?
+            .parse()
+            .ok()
     }
 
     /// Sets the bounds. Only in a single-threaded process: `brk` must not
@@ -772,8 +903,10 @@ struct CloneArgs {
     tls: u64,
 }
 
-/// Forks a child for `req` and waits until it has done its steps.
-fn start_child(server: &Server, sock: &OwnedFd, req: Request, fds: [OwnedFd; 3]) -> Answer {
+/// Forks a child for `req`, tells the agent its pid, and waits until the
+/// child has done its steps; returns the final answer (or the only one,
+/// when nothing was started).
+fn start_child(server: &Server, sock: &OwnedFd, mut req: Request, fds: [OwnedFd; 3]) -> Answer {
     let failed = |step: u32, e: nix::errno::Errno| Answer::Failed {
         pid: 0,
         step,
@@ -781,20 +914,7 @@ fn start_child(server: &Server, sock: &OwnedFd, req: Request, fds: [OwnedFd; 3])
     };
     let (ready_r, ready_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
-        Err(e) => return failed(11, e),
-    };
-    // Everything the child needs is built before the fork, so a failure to
-    // allocate is the server's (answered), not the child's.
-    let args: Vec<String> = req
-        .args
-        .iter()
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let args_block = nul_block(&req.args);
-    let env_block = nul_block(&req.env);
-    let cwd = match CString::new(req.cwd.clone()) {
-        Ok(c) => c,
-        Err(_) => return failed(6, nix::errno::Errno::EINVAL),
+        Err(e) => return failed(12, e),
     };
     let mut clone_args = CloneArgs {
         // The agent is the child's parent; the child's thread id is written
@@ -812,11 +932,12 @@ fn start_child(server: &Server, sock: &OwnedFd, req: Request, fds: [OwnedFd; 3])
     // SAFETY: as above; filled by pthread_sigmask.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of
-    // this single-threaded process (no other thread holds a lock that the
-    // child would inherit held), with glibc's thread id kept right by
-    // CLONE_CHILD_SETTID at the address glibc registered for it. Signals are
-    // blocked around it so no handler runs in the child before it has set
-    // itself up. The struct outlives the call.
+    // this process, single-threaded (checked at start, and it starts no
+    // thread) so no other thread holds a lock the child would inherit held,
+    // with glibc's thread id kept right by CLONE_CHILD_SETTID at the address
+    // glibc registered for it. Signals are blocked around it so no handler
+    // runs in the child before it has set itself up. The struct outlives
+    // the call.
     let pid = unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
@@ -831,23 +952,40 @@ fn start_child(server: &Server, sock: &OwnedFd, req: Request, fds: [OwnedFd; 3])
         pid
     };
     if pid < 0 {
-        return failed(12, nix::errno::Errno::last());
+        let e = nix::errno::Errno::last();
+        req.wipe();
+        return failed(12, e);
     }
     if pid == 0 {
         drop(ready_r);
-        child(
-            server, sock, &req, &fds, ready_w, &old, &args, args_block, env_block, &cwd,
-        );
+        child(server, sock, &req, &fds, ready_w, &old);
     }
     drop(ready_w);
     drop(fds);
+    req.wipe();
     let pid = i32::try_from(pid).unwrap_or(0);
+    // The agent learns the pid first: whatever happens to this server from
+    // here on, the agent knows the child it has to reap.
+    if nix::sys::socket::send(
+        sock.as_raw_fd(),
+        &Answer::Forked { pid }.encode(),
+        MsgFlags::MSG_NOSIGNAL,
+    )
+    .is_err()
+    {
+        // The agent is gone; the child's report will fail and it exits.
+        return Answer::Failed {
+            pid,
+            step: 11,
+            errno: libc::EPIPE,
+        };
+    }
     // The child's report: 8 bytes (step and errno) on failure, 8 bytes of
     // u32::MAX and 0 once its steps are done.
     let mut report = [0u8; 8];
     let mut got = 0;
-    while got < report.len() {
-        match nix::unistd::read(&ready_r, &mut report[got..]) {
+    while let Some(rest) = report.get_mut(got..).filter(|r| !r.is_empty()) {
+        match nix::unistd::read(&ready_r, rest) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(nix::errno::Errno::EINTR) => {}
@@ -863,9 +1001,31 @@ fn start_child(server: &Server, sock: &OwnedFd, req: Request, fds: [OwnedFd; 3])
         _ => (11, libc::ECHILD),
     };
     if step == u32::MAX {
-        Answer::Started { pid }
+        Answer::Ready
     } else {
         Answer::Failed { pid, step, errno }
+    }
+}
+
+/// Overwrites `b` with zeros in a way the compiler keeps (the memory is
+/// freed or reused right after).
+fn wipe(b: &mut [u8]) {
+    for x in b.iter_mut() {
+        // SAFETY: a write through a valid, exclusive reference.
+        unsafe { std::ptr::write_volatile(x, 0) };
+    }
+}
+
+impl Request {
+    fn wipe(&mut self) {
+        for v in self
+            .args
+            .iter_mut()
+            .chain(self.env.iter_mut())
+            .chain(std::iter::once(&mut self.cwd))
+        {
+            wipe(v);
+        }
     }
 }
 
@@ -882,7 +1042,6 @@ fn nul_block(entries: &[Vec<u8>]) -> Vec<u8> {
 
 /// The child: sets itself up as `spawn`'s child does before `execve`,
 /// reports, then runs its subcommand. Never returns.
-#[allow(clippy::too_many_arguments)]
 fn child(
     server: &Server,
     sock: &OwnedFd,
@@ -890,10 +1049,6 @@ fn child(
     fds: &[OwnedFd; 3],
     ready: OwnedFd,
     mask: &libc::sigset_t,
-    args: &[String],
-    args_block: Vec<u8>,
-    env_block: Vec<u8>,
-    cwd: &CString,
 ) -> ! {
     let fail = |step: u32| -> ! {
         let errno = nix::errno::Errno::last() as i32;
@@ -918,6 +1073,10 @@ fn child(
     // The server's socket is not the child's to hold (the agent's end would
     // never see it close).
     let _ = nix::unistd::close(sock.as_raw_fd());
+    let Ok(cwd) = CString::new(req.cwd.clone()) else {
+        nix::errno::Errno::set_raw(libc::EINVAL);
+        fail(6);
+    };
     if req.setsid && nix::unistd::setsid().is_err() {
         fail(1);
     }
@@ -974,7 +1133,10 @@ fn child(
         }
     }
     // What an executed child would show in /proc and hold in `environ`.
-    if describe(&args_block, &env_block).is_err() {
+    let args_block = nul_block(&req.args);
+    let env_block = nul_block(&req.env);
+    if let Err(e) = describe(&args_block, &env_block) {
+        nix::errno::Errno::set_raw(e.raw_os_error().unwrap_or(libc::EINVAL));
         fail(7);
     }
     // SAFETY: this process is single-threaded; nothing reads the
@@ -1012,14 +1174,23 @@ fn child(
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
     }
-    let code = crate::run_helper(args).unwrap_or(127);
+    let args: Vec<String> = req
+        .args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // A panic ends this process here rather than unwinding into the
+    // server's loop, whose copy this process is.
+    let code = std::panic::catch_unwind(|| crate::run_helper(&args))
+        .map(|c| c.unwrap_or(127))
+        .unwrap_or(101);
     std::process::exit(code)
 }
 
 /// Points this process's `/proc/<pid>/cmdline` and `environ` at `args` and
 /// `env` (NUL-separated blocks that must live as long as the process).
 fn describe(args: &[u8], env: &[u8]) -> io::Result<()> {
-    let mut map = MmMap::now().ok_or_else(|| io::Error::other("cannot read /proc/self/stat"))?;
+    let mut map = MmMap::now().ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
     let bounds = |b: &[u8]| {
         let start = b.as_ptr() as u64;
         (start, start + b.len() as u64)
@@ -1124,7 +1295,8 @@ mod tests {
     #[test]
     fn answers_read_back_and_garbage_is_an_error() {
         for a in [
-            Answer::Started { pid: 42 },
+            Answer::Forked { pid: 42 },
+            Answer::Ready,
             Answer::Failed {
                 pid: 7,
                 step: 4,
@@ -1149,6 +1321,17 @@ mod tests {
         assert!(map.env_start <= map.env_end, "{map:?}");
         assert!(map.start_brk <= map.brk, "{map:?}");
         assert_eq!(std::mem::size_of::<MmMap>(), 104, "struct prctl_mm_map");
+        // A command holding ") " does not shift the fields.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (_, rest) = stat.rsplit_once(')').unwrap();
+        let odd = format!("1 (a) b) c){rest}");
+        let parsed = MmMap::from_stat(odd.as_bytes()).unwrap();
+        assert_eq!(
+            (parsed.start_code, parsed.arg_start, parsed.env_end),
+            (map.start_code, map.arg_start, map.env_end)
+        );
+        assert!(MmMap::from_stat(b"1 (x) S 0 0").is_none(), "too few fields");
+        assert!(MmMap::threads().unwrap() >= 1);
         // Not applied here: other test threads move the break meanwhile.
     }
 }

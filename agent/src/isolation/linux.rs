@@ -157,6 +157,11 @@ impl Launcher for LinuxLauncher {
                         Err(ForkServerError::Step { step, source }) => Some(Err(
                             std::io::Error::new(source.kind(), format!("{step}: {source}")),
                         )),
+                        // A child may have joined the container: the start
+                        // fails, and the container is destroyed below.
+                        Err(e @ ForkServerError::Lost { .. }) => {
+                            Some(Err(std::io::Error::other(e.to_string())))
+                        }
                         // Nothing was started (the server is gone,
                         // could not fork, or cannot take the request):
                         // execute instead.
