@@ -207,7 +207,7 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
 
     // Each shim records its task's status; the agent removes the record
     // once the container's end is checkpointed.
-    let exits = cluster.agents[0].work_dir().join("meta").join("exits");
+    let exits = cluster.agents[0].runtime_dir().join("exits");
     wait_for(T, "no exit record left behind", || async {
         let left: Vec<_> = std::fs::read_dir(&exits)
             .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
@@ -392,7 +392,7 @@ async fn a_direct_task_s_status_survives_agent_restarts() {
     launch(&mut fw, "after", |b| b.shell(wait_go(0))).await;
     fw.update("after", T, |s| s.state == TaskState::Running)
         .await;
-    let exits = cluster.agents[0].work_dir().join("meta").join("exits");
+    let exits = cluster.agents[0].runtime_dir().join("exits");
 
     // "during" ends while the agent is down: its shim records the status.
     cluster.agents[0].proc.kill9();
@@ -445,6 +445,8 @@ async fn direct_mode_refuses_bounded_output_and_posix_isolation_at_start() {
             ])
             .arg("--work-dir")
             .arg(dir.path())
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
             .args(extra)
             .output()
             .unwrap();

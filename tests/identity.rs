@@ -799,6 +799,8 @@ async fn a_master_or_agent_without_identity_refuses_to_start_unless_told_insecur
         a.extend([
             "--work-dir".into(),
             dir.path().join("agent").display().to_string(),
+            "--runtime-dir".into(),
+            dir.path().join("agent-run").display().to_string(),
         ]);
         a.extend(extra.iter().map(|s| (*s).to_string()));
         a

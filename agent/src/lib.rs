@@ -49,6 +49,14 @@ pub struct AgentArgs {
     /// Where sandboxes live.
     #[arg(long, default_value = "/tmp/cairn-agent")]
     pub work_dir: PathBuf,
+    /// Where the agent keeps state that must outlive the agent but not the
+    /// host (direct tasks' exit records): best on a tmpfs, as `/run` is,
+    /// where files come and go cheaply. Default: `/run/cairn/agents/<work
+    /// dir's name>-<hash of its path>` when the agent runs as root, else
+    /// `<work-dir>/meta/runtime`. Keep it the same across the agent's
+    /// restarts.
+    #[arg(long)]
+    pub runtime_dir: Option<PathBuf>,
     /// Resources to offer, Mesos syntax: "cpus:4;mem:8192;disk:20000;ports:[31000-32000]".
     /// Default: detected from the host.
     #[arg(long)]
@@ -343,6 +351,31 @@ pub fn run_helper(args: &[String]) -> Option<i32> {
     }
 }
 
+/// The runtime directory an agent with `work_dir` uses unless told (see
+/// `AgentArgs::runtime_dir`): one per work directory, so agents sharing a
+/// host keep theirs apart, and the same at every restart.
+pub fn default_runtime_dir(work_dir: &std::path::Path, root: bool) -> PathBuf {
+    if !root {
+        return work_dir.join("meta").join("runtime");
+    }
+    let name: String = work_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let hash = crc32fast::hash(work_dir.as_os_str().as_encoded_bytes());
+    PathBuf::from("/run/cairn/agents").join(format!("{name}-{hash:08x}"))
+}
+
 /// The program executors are started with: this binary, `executor`.
 pub fn default_executor() -> (PathBuf, Vec<String>) {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cairn-agent"));
@@ -535,7 +568,11 @@ pub async fn serve(
     // Direct tasks' shims record exit statuses here when the agent is gone
     // (made whatever the mode: containers from a run in direct mode may be
     // recovered by one that is not).
-    let exit_dir = work_dir.join("meta").join("exits");
+    let runtime_dir = args
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| default_runtime_dir(&work_dir, running_as_root));
+    let exit_dir = runtime_dir.join("exits");
     std::fs::create_dir_all(&exit_dir).map_err(|source| AgentError::WorkDir {
         path: exit_dir.clone(),
         source,
@@ -664,5 +701,36 @@ impl AgentArgs {
         args.work_dir = work_dir;
         args.resources = resources;
         args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_dirs_are_apart_per_work_dir_and_stable() {
+        let a = default_runtime_dir(std::path::Path::new("/var/lib/cairn/agent"), true);
+        let b = default_runtime_dir(std::path::Path::new("/srv/cairn/agent"), true);
+        assert!(a.starts_with("/run/cairn/agents"), "{a:?}");
+        assert!(
+            a.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("agent-"))
+        );
+        assert_ne!(a, b, "same name, different work directories");
+        assert_eq!(
+            a,
+            default_runtime_dir(std::path::Path::new("/var/lib/cairn/agent"), true)
+        );
+        let odd = default_runtime_dir(std::path::Path::new("/x/a b/../c d\n"), true);
+        assert!(
+            odd.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("c_d_-")),
+            "{odd:?}"
+        );
+        assert_eq!(
+            default_runtime_dir(std::path::Path::new("/home/u/w"), false),
+            std::path::Path::new("/home/u/w/meta/runtime")
+        );
     }
 }

@@ -134,6 +134,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             Some(share.to_string()),
         );
         agent_args.join = identity.as_ref().map(|(_, token, _)| token.clone());
+        // Under the work directory, which goes with the local cluster (a
+        // default under /run would outlive it).
+        agent_args.runtime_dir = Some(base.join(format!("agent-{i}")).join("meta").join("runtime"));
         agent_args.insecure = args.master.insecure;
         agent_args.cgroups_root = args
             .cgroups_root

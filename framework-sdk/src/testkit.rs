@@ -179,6 +179,8 @@ impl TestCluster {
                 Some(resources),
             );
             args.isolation = b.isolation.clone();
+            // With the work directory, which the test kit removes.
+            args.runtime_dir = Some(dir.path().join(format!("agent-{i}-run")));
             args.insecure = true;
             if let Some(a) = b.attributes.get(i) {
                 args.attributes = Some(a.clone());

@@ -116,6 +116,16 @@ impl Restartable {
         })
     }
 
+    /// An agent's runtime directory (`--runtime-dir`).
+    pub fn runtime_dir(&self) -> PathBuf {
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == "--runtime-dir")
+            .expect("agents have --runtime-dir");
+        PathBuf::from(&self.args[i + 1])
+    }
+
     pub fn work_dir(&self) -> PathBuf {
         let i = self
             .args
@@ -137,6 +147,9 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     pub zookeeper: Option<ZooKeeper>,
     pub dir: TempDir,
+    /// The agents' runtime directories: on /dev/shm (a tmpfs) where there is
+    /// one, else in `dir`.
+    pub runtime: TempDir,
     /// With `ClusterSpec::tls`: the cluster directory and its tokens.
     pub identity: Option<Identity>,
 }
@@ -213,6 +226,15 @@ impl Cluster {
             .prefix("cairn-it-")
             .tempdir()
             .expect("tempdir");
+        let runtime = tempfile::Builder::new()
+            .prefix("cairn-it-run-")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| {
+                tempfile::Builder::new()
+                    .prefix("run-")
+                    .tempdir_in(dir.path())
+            })
+            .expect("runtime tempdir");
         let zookeeper = if spec.zookeeper || spec.masters > 1 {
             Some(ZooKeeper::start(dir.path()).await)
         } else {
@@ -262,6 +284,7 @@ impl Cluster {
             agents: Vec::new(),
             zookeeper,
             dir,
+            runtime,
             identity,
         };
         for m in &cluster.masters {
@@ -326,6 +349,14 @@ impl Cluster {
             resources.to_string(),
             "--cgroups-root".into(),
             self.agent_cgroups(i),
+            // On a tmpfs, as /run is on a host (the default's place, which
+            // a test would leave behind).
+            "--runtime-dir".into(),
+            self.runtime
+                .path()
+                .join(format!("agent-{i}"))
+                .display()
+                .to_string(),
         ];
         if self.identity.is_none() {
             args.push("--insecure".to_string());
