@@ -118,20 +118,20 @@ impl Restartable {
 
     /// An agent's runtime directory (`--runtime-dir`).
     pub fn runtime_dir(&self) -> PathBuf {
-        let i = self
-            .args
-            .iter()
-            .position(|a| a == "--runtime-dir")
-            .expect("agents have --runtime-dir");
-        PathBuf::from(&self.args[i + 1])
+        self.path_flag("--runtime-dir")
     }
 
     pub fn work_dir(&self) -> PathBuf {
+        self.path_flag("--work-dir")
+    }
+
+    /// The path this process was started with after `flag`.
+    fn path_flag(&self, flag: &str) -> PathBuf {
         let i = self
             .args
             .iter()
-            .position(|a| a == "--work-dir")
-            .expect("agents have --work-dir");
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("started without {flag}"));
         PathBuf::from(&self.args[i + 1])
     }
 }
