@@ -47,6 +47,12 @@ struct Args {
     /// Cairn runs.
     #[arg(long)]
     slurm_peer: Option<PathBuf>,
+    /// Seconds to wait after Cairn's run, before Slurm's: Cairn's sandboxes
+    /// have just been removed, and on a file system without a journal (ext4
+    /// here) the inode allocator then scans past every inode freed in the
+    /// last minute or so, which would slow Slurm's own files.
+    #[arg(long, default_value_t = 90)]
+    settle_secs: u64,
     /// Give up on Cairn after this many seconds.
     #[arg(long, default_value_t = 600)]
     deadline_secs: u64,
@@ -183,6 +189,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let cairn_rate = cairn(&args).await?;
     if let Some(script) = &args.slurm_peer {
+        // A fixed pause, not a wait for a condition: what it lets pass is
+        // the file system's notion of "recently freed" (ext4: 60 s after
+        // the inode table is written back).
+        tokio::time::sleep(std::time::Duration::from_secs(args.settle_secs)).await;
         let slurm_rate = slurm(script, args.tasks)?;
         println!(
             "{} jobs: Cairn {cairn_rate:.0} jobs/s, Slurm {slurm_rate:.1} jobs/s: Cairn {:.1}x",
