@@ -122,6 +122,20 @@ impl SimAgents {
             .count()
     }
 
+    /// When each of them registered with a master of `epoch` or newer.
+    pub fn registration_times(&self, epoch: u64) -> Vec<Instant> {
+        self.states
+            .iter()
+            .filter_map(|s| {
+                s.lock()
+                    .ok()?
+                    .registered
+                    .filter(|(e, _)| *e >= epoch)
+                    .map(|(_, at)| at)
+            })
+            .collect()
+    }
+
     /// When the last of them registered with a master of `epoch` or newer
     /// (`None` until all have).
     pub fn all_registered_at(&self, epoch: u64) -> Option<Instant> {

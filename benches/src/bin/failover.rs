@@ -268,6 +268,31 @@ async fn kill_and_measure(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // How the re-registrations spread out after the kill: a long tail
+    // behind the 99th percentile is agents whose first attempt failed and
+    // that backed off.
+    if let (Some(s), Some(e)) = (sims, epoch(leaders)) {
+        let mut t: Vec<u128> = s
+            .registration_times(e)
+            .iter()
+            .map(|t| t.saturating_duration_since(killed).as_millis())
+            .collect();
+        t.sort_unstable();
+        let pct = |p: usize| {
+            t.get((t.len() * p / 100).min(t.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "  agents re-registered since the kill: first {} ms, p10 {} ms, p50 {} ms, p90 {} ms, p99 {} ms, last {} ms",
+            pct(0),
+            pct(10),
+            pct(50),
+            pct(90),
+            pct(99),
+            t.last().copied().unwrap_or(0)
+        );
+    }
     let since =
         |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(killed));
     Ok((
