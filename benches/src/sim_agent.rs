@@ -215,19 +215,34 @@ async fn run(
     loop {
         let leader = leaders.borrow_and_update().clone();
         let registrations = state.lock().map(|s| s.registrations).unwrap_or(0);
-        if let Some(leader) = leader {
-            tokio::select! {
-                () = session(&info, &leader, &state, source) => {}
-                r = leaders.changed() => if r.is_err() { return },
+        let Some(leader) = leader else {
+            // No leader known: the next one is tried at once.
+            if leaders.changed().await.is_err() {
+                return;
             }
-        } else if leaders.changed().await.is_err() {
-            return;
+            backoff = BACKOFF_MIN;
+            continue;
+        };
+        let mut leader_changed = false;
+        tokio::select! {
+            () = session(&info, &leader, &state, source) => {}
+            r = leaders.changed() => {
+                if r.is_err() { return }
+                leader_changed = true;
+            }
         }
         if let Ok(mut s) = state.lock() {
             s.registered = None;
             if s.registrations > registrations {
                 backoff = BACKOFF_MIN;
             }
+        }
+        if leader_changed {
+            // A new leader mid-attempt: tried at once, as the real agent
+            // does (`agent/src/master_link.rs`), not after the backoff left
+            // from the old one.
+            backoff = BACKOFF_MIN;
+            continue;
         }
         // As a real agent does: a failed attempt at the same leader is
         // retried after a backoff that doubles, a new leader tried at once
