@@ -189,6 +189,11 @@ fn remove_dirs_bottom_up(dir: &Path) {
     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
+    // A cgroup left frozen (an agent killed while it destroyed a container:
+    // freeze, kill, thaw) holds its processes where no SIGKILL reaches
+    // them: thawed, they take the signal just sent.
+    let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+    let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
     let _ = std::fs::remove_dir(dir);
 }
 
@@ -250,21 +255,52 @@ mod tests {
     /// cgroup behind. Needs root, as CI has.
     #[test]
     fn a_cgroup_tree_goes_with_the_processes_left_in_it() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "cgroup clean-up tests need root, as CI has"
-        );
         // The memory controller's hierarchy (v1), or the unified one (v2).
         let base = if Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
             PathBuf::from("/sys/fs/cgroup/memory")
         } else {
             PathBuf::from("/sys/fs/cgroup")
         };
-        let rel = format!("cairn-harness-{}", std::process::id());
+        cgroup_tree_goes(&base, "plain", false);
+    }
+
+    /// Nor a process in a cgroup left frozen (SIGKILL waits for a thaw).
+    #[test]
+    fn a_frozen_cgroup_tree_goes_with_its_processes() {
+        // The freezer's hierarchy (v1), or the unified one (v2).
+        let base = if Path::new("/sys/fs/cgroup/freezer/cgroup.procs").exists() {
+            PathBuf::from("/sys/fs/cgroup/freezer")
+        } else {
+            PathBuf::from("/sys/fs/cgroup")
+        };
+        cgroup_tree_goes(&base, "frozen", true);
+    }
+
+    fn cgroup_tree_goes(base: &Path, name: &str, frozen: bool) {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "cgroup clean-up tests need root, as CI has"
+        );
+        let rel = format!("cairn-harness-{}-{name}", std::process::id());
         let inner = base.join(&rel).join("inner");
         std::fs::create_dir_all(&inner).unwrap();
         let mut child = Command::new("sleep").arg("600").spawn().unwrap();
         std::fs::write(inner.join("cgroup.procs"), child.id().to_string()).unwrap();
+        if frozen {
+            let (file, value) = if inner.join("freezer.state").exists() {
+                ("freezer.state", "FROZEN")
+            } else {
+                ("cgroup.freeze", "1")
+            };
+            std::fs::write(inner.join(file), value).unwrap();
+            let state =
+                |p: &Path| std::fs::read_to_string(p.join("freezer.state")).unwrap_or_default();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while file == "freezer.state" && state(&inner).trim() != "FROZEN" {
+                assert!(Instant::now() < deadline, "the cgroup did not freeze");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
 
         remove_cgroup_tree(&rel);
         let gone = !base.join(&rel).exists();
@@ -277,6 +313,8 @@ mod tests {
             ended = child.try_wait().unwrap();
         }
         if ended.is_none() {
+            let _ = std::fs::write(inner.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(inner.join("cgroup.freeze"), "0");
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_dir(&inner);
