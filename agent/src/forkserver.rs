@@ -57,22 +57,11 @@ const MAX_REQUEST: usize = 256 * 1024;
 /// it (a healthy server answers within milliseconds).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// The steps of a child, for error messages (indices as in `spawn`'s).
-const STEPS: [&str; 13] = [
-    "reset signals",
-    "setsid",
-    "join cgroup",
-    "set oom_score_adj",
-    "unshare namespaces",
-    "redirect stdio",
-    "chdir",
-    "describe the process",
-    "setpgid",
-    "bring loopback up",
-    "switch user",
-    "report",
-    "fork",
-];
+/// The child's steps beyond those of `spawn`'s child (whose numbers, 0 to
+/// 10, it shares for the same steps; see [`step_name`]).
+const DESCRIBE: u32 = 11;
+const REPORT: u32 = 12;
+const FORK: u32 = 13;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForkServerError {
@@ -396,10 +385,15 @@ fn kill_and_reap(pid: i32) {
 }
 
 fn step_name(step: u32) -> &'static str {
-    usize::try_from(step)
-        .ok()
-        .and_then(|s| STEPS.get(s).copied())
-        .unwrap_or("fork")
+    match step {
+        DESCRIBE => "describe the process",
+        REPORT => "report",
+        FORK => "fork",
+        s => usize::try_from(s)
+            .ok()
+            .and_then(|s| crate::spawn::STEPS.get(s).copied())
+            .unwrap_or("fork"),
+    }
 }
 
 impl Drop for ForkServer {
@@ -707,14 +701,14 @@ pub fn serve() -> i32 {
                     eprintln!("fork-server: request refused: {e}");
                     Answer::Failed {
                         pid: 0,
-                        step: 11,
+                        step: REPORT,
                         errno: libc::EINVAL,
                     }
                 }
             },
             _ => Answer::Failed {
                 pid: 0,
-                step: 11,
+                step: REPORT,
                 errno: libc::EMSGSIZE,
             },
         };
@@ -914,7 +908,7 @@ fn start_child(server: &Server, sock: &OwnedFd, mut req: Request, fds: [OwnedFd;
     };
     let (ready_r, ready_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
-        Err(e) => return failed(12, e),
+        Err(e) => return failed(FORK, e),
     };
     let mut clone_args = CloneArgs {
         // The agent is the child's parent; the child's thread id is written
@@ -954,7 +948,7 @@ fn start_child(server: &Server, sock: &OwnedFd, mut req: Request, fds: [OwnedFd;
     if pid < 0 {
         let e = nix::errno::Errno::last();
         req.wipe();
-        return failed(12, e);
+        return failed(FORK, e);
     }
     if pid == 0 {
         drop(ready_r);
@@ -976,7 +970,7 @@ fn start_child(server: &Server, sock: &OwnedFd, mut req: Request, fds: [OwnedFd;
         // The agent is gone; the child's report will fail and it exits.
         return Answer::Failed {
             pid,
-            step: 11,
+            step: REPORT,
             errno: libc::EPIPE,
         };
     }
@@ -998,7 +992,7 @@ fn start_child(server: &Server, sock: &OwnedFd, mut req: Request, fds: [OwnedFd;
             i32::from_le_bytes(e.try_into().unwrap_or_default()),
         ),
         // Ended (killed) before it reported.
-        _ => (11, libc::ECHILD),
+        _ => (REPORT, libc::ECHILD),
     };
     if step == u32::MAX {
         Answer::Ready
@@ -1137,7 +1131,7 @@ fn child(
     let env_block = nul_block(&req.env);
     if let Err(e) = describe(&args_block, &env_block) {
         nix::errno::Errno::set_raw(e.raw_os_error().unwrap_or(libc::EINVAL));
-        fail(7);
+        fail(DESCRIBE);
     }
     // SAFETY: this process is single-threaded; nothing reads the
     // environment concurrently.
@@ -1164,7 +1158,7 @@ fn child(
     let mut report = [0u8; 8];
     report[..4].copy_from_slice(&u32::MAX.to_le_bytes());
     if nix::unistd::write(&ready, &report) != Ok(8) {
-        fail(11);
+        fail(REPORT);
     }
     drop(ready);
     for fd in fds.iter().filter(|f| f.as_raw_fd() > 2) {

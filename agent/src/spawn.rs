@@ -62,7 +62,7 @@ pub struct Spawned {
 }
 
 /// The step of the child that failed, for the error message.
-const STEPS: [&str; 11] = [
+pub(crate) const STEPS: [&str; 11] = [
     "reset signals",
     "setsid",
     "join cgroup",
