@@ -102,6 +102,13 @@ async fn connected_agents(addr: &str) -> Option<usize> {
     s["activated_slaves"].as_u64().map(|n| n as usize)
 }
 
+/// Thousands of simulated agents' connections and tasks churn the heap;
+/// under glibc's malloc this process spent about 40% of its CPU in the
+/// allocator's bins during a failover (`perf`), time the masters under
+/// test then lack on the shared cores.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

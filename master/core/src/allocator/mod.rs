@@ -258,8 +258,13 @@ pub struct Allocator {
     roles: Vec<RoleEntry>,
     role_slots: BTreeMap<Role, u32>,
     role_sorter: DrfSorter,
-    /// Sum of the totals of active agents: what shares are relative to.
+    /// Sum of the totals of active agents (scalars only): what shares are
+    /// relative to. Kept up to date as agents come, go and change, since
+    /// summing it afresh is a walk over every agent, and a failover brings
+    /// thousands of re-registrations with a cycle between batches of them.
+    /// Scalars are fixed-point, so adding and subtracting is exact.
     total: Resources,
+    /// The sorters' shares are not yet relative to `total`.
     total_dirty: bool,
     expiries: BTreeSet<(Time, u32, u32)>,
     rng: ChaCha8Rng,
@@ -341,9 +346,9 @@ impl Allocator {
             self.agents.push(None);
             u32::try_from(self.agents.len() - 1).unwrap_or(u32::MAX)
         });
+        self.add_to_total(&total);
         self.agents[slot as usize] = Some(AgentSlot::new(id.clone(), total));
         self.agent_slots.insert(id.clone(), slot);
-        self.total_dirty = true;
         for (fw, role, r) in used {
             self.allocate_to(id, fw, role, r);
         }
@@ -356,6 +361,9 @@ impl Allocator {
             return;
         };
         if let Some(agent) = self.agents[slot as usize].take() {
+            if agent.active {
+                self.subtract_from_total(&agent.cold.total);
+            }
             for fw in agent.filters.slots() {
                 if let Some(Some(f)) = self.frameworks.get_mut(*fw as usize) {
                     f.filtered_agents.remove(&slot);
@@ -364,25 +372,43 @@ impl Allocator {
             self.expiries.retain(|(_, a, _)| *a != slot);
         }
         self.free_agent_slots.push(slot);
-        self.total_dirty = true;
     }
 
     /// An inactive agent keeps its allocations but gets no new offers (its
     /// connection is down).
     pub fn set_agent_active(&mut self, id: &AgentId, active: bool) {
-        if let Some(a) = self.agent_mut(id)
-            && a.active != active
-        {
-            a.active = active;
-            self.total_dirty = true;
+        let Some(a) = self.agent_mut(id) else { return };
+        if a.active == active {
+            return;
+        }
+        a.active = active;
+        let total = a.cold.total.scalar_part();
+        if active {
+            self.add_to_total(&total);
+        } else {
+            self.subtract_from_total(&total);
         }
     }
 
     pub fn update_agent_total(&mut self, id: &AgentId, total: Resources) {
-        if let Some(a) = self.agent_mut(id) {
-            a.set_total(total);
-            self.total_dirty = true;
+        let Some(a) = self.agent_mut(id) else { return };
+        let change = (a.active && a.cold.total != total)
+            .then(|| (a.cold.total.scalar_part(), total.scalar_part()));
+        a.set_total(total);
+        if let Some((old, new)) = change {
+            self.subtract_from_total(&old);
+            self.add_to_total(&new);
         }
+    }
+
+    fn add_to_total(&mut self, agent_total: &Resources) {
+        self.total.add(&agent_total.scalar_part());
+        self.total_dirty = true;
+    }
+
+    fn subtract_from_total(&mut self, agent_total: &Resources) {
+        self.total = self.total.saturating_sub(&agent_total.scalar_part());
+        self.total_dirty = true;
     }
 
     /// What is offered or used on the agent.
@@ -713,17 +739,24 @@ impl Allocator {
         out
     }
 
+    /// Makes the sorters' shares relative to the current total.
     fn refresh_total(&mut self) {
+        self.role_sorter.set_total(&self.total);
+        for entry in &mut self.roles {
+            entry.frameworks.set_total(&self.total);
+        }
+        self.total_dirty = false;
+    }
+
+    /// The sum of active agents' totals, summed afresh (for checks of the
+    /// kept total).
+    #[cfg(test)]
+    fn summed_total(&self) -> Resources {
         let mut total = Resources::new();
         for a in self.agents.iter().flatten().filter(|a| a.active) {
             total.add(&a.cold.total.scalar_part());
         }
-        self.role_sorter.set_total(&total);
-        for entry in &mut self.roles {
-            entry.frameworks.set_total(&total);
-        }
-        self.total = total;
-        self.total_dirty = false;
+        total
     }
 
     /// The weighted dominant share of `framework` within `role`, for views
@@ -788,6 +821,38 @@ mod tests {
         }
         // Nothing left to offer.
         assert!(a.allocate(t(1), &Scope::All).is_empty());
+    }
+
+    #[test]
+    fn the_kept_total_is_the_sum_of_active_agents_through_any_changes() {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut a = setup(0, &["f1", "f2"]);
+        let bundles = [
+            "cpus:4;mem:4096",
+            "cpus:0.1;mem:1.5;disk:10",
+            "cpus:2;gpus:1;ports:[31000-32000]",
+            "mem:1;bandwidth:0.001",
+        ];
+        for step in 0..2_000 {
+            let agent = AgentId::new(format!("a{}", rng.random_range(0..20)));
+            let bundle = res(bundles[rng.random_range(0..bundles.len())]);
+            match rng.random_range(0..5) {
+                0 => a.add_agent(&agent, bundle, &[]),
+                1 => a.remove_agent(&agent),
+                2 => a.set_agent_active(&agent, rng.random_bool(0.5)),
+                3 => a.update_agent_total(&agent, bundle),
+                _ => {
+                    // A cycle takes resources away from free, never from
+                    // the total.
+                    a.allocate(t(step), &Scope::All);
+                }
+            }
+            assert_eq!(a.total, a.summed_total(), "after step {step}");
+        }
+        // The shares follow the kept total.
+        a.allocate(t(3_000), &Scope::All);
+        assert!(!a.total_dirty);
     }
 
     #[test]
