@@ -222,15 +222,23 @@ async fn session(
     result
 }
 
-/// Heartbeats every `interval`, and usage reports every `usage.interval`.
+/// Heartbeats every `interval`, and usage reports every `usage.interval`,
+/// from registration on. REGISTERED has just shown the session alive, so the
+/// first heartbeat is one interval later, and the first usage report comes
+/// at a random point of its interval: after a failover every agent
+/// re-registers with the new leader at once, and a heartbeat and a report
+/// from each at that moment would double the leader's work when it is
+/// busiest.
 async fn heartbeats(
     tx: mpsc::Sender<pb::AgentMessage>,
     interval: Duration,
     handle: Handle,
     usage: UsageReports,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    let mut report = tokio::time::interval(usage.interval.max(Duration::from_millis(100)));
+    let now = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval_at(now + interval, interval);
+    let every = usage.interval.max(Duration::from_millis(100));
+    let mut report = tokio::time::interval_at(now + every.mul_f64(rand::random::<f64>()), every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -404,7 +404,9 @@ async fn session_on(
                 h.abort();
             }
             heartbeat = Some(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
+                // As a real agent: the first heartbeat one interval after
+                // REGISTERED.
+                let mut tick = tokio::time::interval_at(Instant::now() + every, every);
                 loop {
                     tick.tick().await;
                     let beat = pb::AgentMessage {

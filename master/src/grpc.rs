@@ -33,11 +33,19 @@ pub fn call_error_status(e: &CallError) -> Status {
     }
 }
 
-/// A connection's outbound stream. When the client goes away (or the driver
+/// A connection's outbound stream: a first message already taken from the
+/// queue (if any), then the queue. When the client goes away (or the driver
 /// closes the stream), dropping it reports the disconnection to the core.
 pub type ConnStream<T> = NotifyOnDrop<
-    tokio_stream::adapters::Map<ReceiverStream<Item<T>>, fn(Item<T>) -> Result<T, Status>>,
+    tokio_stream::adapters::Chain<
+        tokio_stream::Iter<std::option::IntoIter<Result<T, Status>>>,
+        tokio_stream::adapters::Map<ReceiverStream<Item<T>>, fn(Item<T>) -> Result<T, Status>>,
+    >,
 >;
+
+/// How long a session's handler waits for the core's answer to REGISTER
+/// before answering with headers alone.
+const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 // The queue's items arrive boxed (see `Item`); tonic takes them unboxed.
 #[allow(clippy::boxed_local)]
@@ -45,9 +53,15 @@ fn unbox<T>(item: Item<T>) -> Result<T, Status> {
     *item
 }
 
-fn conn_stream<T>(rx: mpsc::Receiver<Item<T>>, handle: Handle, on_drop: Input) -> ConnStream<T> {
+fn conn_stream<T>(
+    first: Option<Item<T>>,
+    rx: mpsc::Receiver<Item<T>>,
+    handle: Handle,
+    on_drop: Input,
+) -> ConnStream<T> {
     use tokio_stream::StreamExt;
-    let stream = ReceiverStream::new(rx).map(unbox::<T> as fn(Item<T>) -> Result<T, Status>);
+    let rest = ReceiverStream::new(rx).map(unbox::<T> as fn(Item<T>) -> Result<T, Status>);
+    let stream = tokio_stream::iter(first.map(unbox)).chain(rest);
     NotifyOnDrop::new(stream, move || handle.send_later(on_drop))
 }
 
@@ -102,6 +116,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             })
             .await?;
         Ok(Response::new(conn_stream(
+            None,
             rx,
             self.handle.clone(),
             Input::FrameworkDisconnected { conn },
@@ -267,7 +282,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         // URL is HTTPS whatever it says.
         reg.info.tls = self.tls;
         let conn = self.handle.new_conn();
-        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        let (tx, mut rx) = mpsc::channel(CONNECTION_QUEUE);
         self.handle.attach(conn, Sink::Agent(tx.clone())).await?;
         self.handle
             .send(Input::AgentRegister {
@@ -376,7 +391,16 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
             // core takes only the first.
             handle.send_later(Input::AgentDisconnected { conn });
         });
+        // The response's headers go out with the core's answer (REGISTERED,
+        // or the reason the session is refused) rather than before it: one
+        // write and one wake-up of the agent instead of two, for each of
+        // the thousands of agents that re-register at once after a failover.
+        let first = tokio::time::timeout(FIRST_ANSWER_WAIT, rx.recv())
+            .await
+            .ok()
+            .flatten();
         Ok(Response::new(conn_stream(
+            first,
             rx,
             self.handle.clone(),
             Input::AgentDisconnected { conn },

@@ -216,6 +216,20 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// User and system CPU time of process `pid` so far (`/proc/<pid>/stat`).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime and stime the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
 /// Kills the leader and polls (every 5 ms) until every agent and the
 /// framework are with the new one. Returns the killed master's index.
 async fn kill_and_measure(
@@ -228,6 +242,12 @@ async fn kill_and_measure(
 ) -> anyhow::Result<(usize, Sample)> {
     let before = subscribed.lock().map(|s| s.len()).unwrap_or(0);
     let old = cluster.leader().await;
+    let standbys: Vec<u32> = (0..cluster.masters.len())
+        .filter(|i| *i != old)
+        .map(|i| cluster.masters[i].proc.child.id())
+        .collect();
+    let cpu_before: Vec<Option<Duration>> = standbys.iter().map(|p| cpu_time(*p)).collect();
+    let own_before = cpu_time(std::process::id());
     cluster.masters[old].proc.kill9();
     let killed = Instant::now();
     let deadline = Duration::from_secs(120);
@@ -274,6 +294,25 @@ async fn kill_and_measure(
             fw = subscribed.lock().ok().and_then(|s| s.get(before).copied());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // CPU spent from the kill to the end: by the new leader (the standby
+    // that spent most) and by this process (simulated agents, framework and
+    // polling), which shares the cores with the masters under test.
+    let leader_cpu = standbys
+        .iter()
+        .zip(&cpu_before)
+        .filter_map(|(p, b)| Some(cpu_time(*p)?.saturating_sub((*b)?)))
+        .max();
+    let own_cpu = cpu_time(std::process::id())
+        .zip(own_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    if let (Some(l), Some(o)) = (leader_cpu, own_cpu) {
+        println!(
+            "  CPU from the kill to the end: new leader {} ({} us per agent), this process {}",
+            ms(l),
+            l.as_micros() / agents.max(1) as u128,
+            ms(o)
+        );
     }
     // How the re-registrations spread out after the kill: a long tail
     // behind the 99th percentile is agents whose first attempt failed and
