@@ -12,7 +12,7 @@ use cairn_model::TaskState;
 use cairn_sdk::TaskBuilder;
 use cairn_tests::cluster::{Cluster, ClusterSpec, free_port};
 use cairn_tests::framework::TestFramework;
-use cairn_tests::process::{Proc, sweep};
+use cairn_tests::process::{Proc, remove_dir_released, sweep};
 use cairn_tests::wait_for;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -58,12 +58,22 @@ impl Browser {
         // SAFETY: tests of this binary do not read or write the environment
         // concurrently (one test, set before any process starts).
         unsafe { std::env::set_var("CAIRN_TEST_BROWSER", &marker) };
-        let driver = Proc::spawn(
-            "chromedriver",
-            Path::new("/usr/bin/chromedriver"),
-            &[format!("--port={port}")],
-            &profile.path().join("chromedriver.log"),
-        );
+        // Chromium makes its singleton socket and scoped directories in
+        // TMPDIR and leaves them when killed: they go in the profile.
+        let tmp = profile.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let log = std::fs::File::create(profile.path().join("chromedriver.log")).unwrap();
+        let driver = Proc {
+            name: "chromedriver".into(),
+            child: std::process::Command::new("/usr/bin/chromedriver")
+                .arg(format!("--port={port}"))
+                .env("TMPDIR", &tmp)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("cannot start chromedriver"),
+        };
         let url = format!("http://127.0.0.1:{port}");
         wait_for(T, "chromedriver to answer", || {
             let u = format!("{url}/status");
@@ -194,6 +204,12 @@ impl Drop for Browser {
     fn drop(&mut self) {
         self.driver.kill9();
         sweep(&self.marker);
+        // Only Chromium's browser process shows the marker in its
+        // environment, not its zygote, GPU, network, storage or renderer
+        // processes, so the sweep misses them: they end after the browser,
+        // and one still writing into the profile while it was being removed
+        // left the profile behind.
+        remove_dir_released(Path::new(&self.marker));
     }
 }
 

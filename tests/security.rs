@@ -40,9 +40,29 @@ fn viewer() -> String {
     basic("viewer", SECRETS[1])
 }
 
+/// A cluster and the directory of its credential and ACL files, removed
+/// after the cluster's processes have stopped.
+struct SecureCluster {
+    cluster: Cluster,
+    _files: tempfile::TempDir,
+}
+
+impl std::ops::Deref for SecureCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for SecureCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
+
 /// A master with credentials and ACLs, and one agent with its credential
 /// and the same gate on its own endpoints.
-async fn secure_cluster(extra_master: &[&str]) -> Cluster {
+async fn secure_cluster(extra_master: &[&str]) -> SecureCluster {
     let dir = tempfile::Builder::new()
         .prefix("cairn-sec-")
         .tempdir()
@@ -101,9 +121,10 @@ async fn secure_cluster(extra_master: &[&str]) -> Cluster {
         ..ClusterSpec::default()
     })
     .await;
-    // The files live as long as the cluster's directory.
-    std::mem::forget(dir);
-    cluster
+    SecureCluster {
+        cluster,
+        _files: dir,
+    }
 }
 
 async fn framework(

@@ -231,6 +231,60 @@ pub fn cgroups_under(rel: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Pids of live processes with a file open, or their working directory,
+/// under `dir`.
+pub fn processes_using(dir: &Path) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let under = |link: PathBuf| std::fs::read_link(link).is_ok_and(|t| t.starts_with(dir));
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).ok() != Some(me))
+        .filter(|pid| {
+            under(PathBuf::from(format!("/proc/{pid}/cwd")))
+                || std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|fds| fds.filter_map(Result::ok).any(|fd| under(fd.path())))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Removes `dir` whatever still writes into it: processes with files open
+/// under it are killed, and the removal is retried until the directory is
+/// gone (a process that was not killed may still create files while it
+/// exits, and a removal racing it fails with the directory not empty).
+/// Panics after 20 s, naming what is left (prints instead if the thread
+/// is already panicking).
+pub fn remove_dir_released(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for pid in processes_using(dir) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() >= deadline => {
+                let msg = format!(
+                    "cannot remove {}: {e} (used by {:?})",
+                    dir.display(),
+                    processes_using(dir)
+                );
+                // A second panic while unwinding would abort the test run.
+                if std::thread::panicking() {
+                    eprintln!("{msg}");
+                    return;
+                }
+                panic!("{msg}");
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Kills every process marked with `marker`, repeatedly, until none is left.
 pub fn sweep(marker: &str) {
     for _ in 0..100 {
