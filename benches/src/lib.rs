@@ -87,6 +87,25 @@ pub fn machine_busy() -> Option<Duration> {
     busy_of(stat.lines().next()?)
 }
 
+/// CPU time the hypervisor gave to others while this machine wanted to run
+/// ("steal"), and all CPU time, since boot, from `/proc/stat`. On these
+/// shared virtual machines a run during which steal is more than a few
+/// percent of the time measures the host's other guests as much as Cairn.
+pub fn machine_steal() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    steal_of(stat.lines().next()?)
+}
+
+/// Steal as a percentage of all CPU time between two [`machine_steal`]
+/// readings.
+pub fn steal_percent(before: (Duration, Duration), after: (Duration, Duration)) -> f64 {
+    let total = after.1.saturating_sub(before.1).as_secs_f64();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    100.0 * after.0.saturating_sub(before.0).as_secs_f64() / total
+}
+
 /// CPU time of process `pid` from `/proc/<pid>/stat`: its own (all its
 /// threads) and that of the children it has waited for (and theirs, down
 /// the tree: an agent's reaped containers with their executors and tasks).
@@ -132,6 +151,19 @@ fn busy_of(line: &str) -> Option<Duration> {
     ticks(busy[0] + busy[1] + busy[2] + busy[5] + busy[6] + busy[7])
 }
 
+/// Steal and the sum of every field in `/proc/stat`'s aggregate `cpu` line.
+fn steal_of(line: &str) -> Option<(Duration, Duration)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let counts: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal; guest time is already
+    // counted in user.
+    let c = counts.get(..8)?;
+    Some((ticks(c[7])?, ticks(c.iter().sum())?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +177,20 @@ mod tests {
         assert_eq!(busy_of("cpu0 1 2 3 4 5 6 7 8"), None);
         assert_eq!(busy_of("cpu 1 2 x 4 5 6 7 8"), None);
         assert_eq!(busy_of("cpu 1 2 3"), None);
+    }
+
+    #[test]
+    fn steal_is_a_share_of_all_time() {
+        // SAFETY: sysconf only reads a system constant.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+        let tick = |n: u64| Duration::from_micros(n * 1_000_000 / hz);
+        let before = steal_of("cpu  100 0 20 5000 0 0 0 10 0 0").unwrap();
+        assert_eq!(before, (tick(10), tick(5130)));
+        let after = steal_of("cpu  140 0 30 5130 0 0 0 30 0 0").unwrap();
+        let p = steal_percent(before, after);
+        assert!((p - 10.0).abs() < 0.01, "20 of 200 ticks: {p}");
+        assert_eq!(steal_of("cpu 1 2 3"), None);
+        assert_eq!(steal_percent(after, after), 0.0);
     }
 
     #[test]

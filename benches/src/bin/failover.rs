@@ -102,10 +102,11 @@ async fn connected_agents(addr: &str) -> Option<usize> {
     s["activated_slaves"].as_u64().map(|n| n as usize)
 }
 
-/// Thousands of simulated agents' connections and tasks churn the heap;
-/// under glibc's malloc this process spent about 40% of its CPU in the
-/// allocator's bins during a failover (`perf`), time the masters under
-/// test then lack on the shared cores.
+/// Ten thousand simulated agents reconnecting at once churn the heap: under
+/// glibc's malloc this process spent about 40% of its CPU in the
+/// allocator's bins during a failover (`perf`), time the masters under test
+/// then lack on the shared cores. (The throughput benchmark measured slower
+/// with mimalloc, and keeps glibc's.)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -216,18 +217,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// User and system CPU time of process `pid` so far (`/proc/<pid>/stat`).
+/// User and system CPU time of process `pid` so far.
 fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces: state is the
-    // first, utime and stime the 12th and 13th.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ').skip(11);
-    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
-    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+    cairn_benches::process_cpu(pid).map(|(own, _)| own)
 }
 
 /// Kills the leader and polls (every 5 ms) until every agent and the
@@ -248,6 +240,7 @@ async fn kill_and_measure(
         .collect();
     let cpu_before: Vec<Option<Duration>> = standbys.iter().map(|p| cpu_time(*p)).collect();
     let own_before = cpu_time(std::process::id());
+    let steal_before = cairn_benches::machine_steal();
     cluster.masters[old].proc.kill9();
     let killed = Instant::now();
     let deadline = Duration::from_secs(120);
@@ -306,12 +299,38 @@ async fn kill_and_measure(
     let own_cpu = cpu_time(std::process::id())
         .zip(own_before)
         .map(|(a, b)| a.saturating_sub(b));
-    if let (Some(l), Some(o)) = (leader_cpu, own_cpu) {
+    let steal = steal_before
+        .zip(cairn_benches::machine_steal())
+        .map(|(b, a)| cairn_benches::steal_percent(b, a));
+    if let (Some(l), Some(o), Some(steal)) = (leader_cpu, own_cpu, steal) {
         println!(
-            "  CPU from the kill to the end: new leader {} ({} us per agent), this process {}",
+            "  CPU from the kill to the end: new leader {} ({} us per agent), this process {}; host steal {steal:.1}%",
             ms(l),
             l.as_micros() / agents.max(1) as u128,
             ms(o)
+        );
+    }
+    // What the new leader did meanwhile besides re-registering agents.
+    let addr = leaders.borrow().as_ref().map(|l| l.endpoint.clone());
+    if let Some(addr) = addr
+        && let Some((200, body)) = cairn_tests::http::get(&format!("http://{addr}/metrics")).await
+    {
+        let text = String::from_utf8_lossy(&body);
+        let metric = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        println!(
+            "  new leader so far: {} allocation cycles, {} offers sent",
+            metric("cairn_allocation_cycles_total"),
+            metric("cairn_offers_sent_total")
         );
     }
     // How the re-registrations spread out after the kill: a long tail

@@ -118,13 +118,6 @@ async fn wait_until(
     Ok(start.elapsed())
 }
 
-/// Thousands of simulated agents' connections and tasks churn the heap;
-/// under glibc's malloc this process spent about 40% of its CPU in the
-/// allocator's bins during a failover (`perf`), time the masters under
-/// test then lack on the shared cores.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

@@ -46,13 +46,6 @@ struct Args {
     deadline_secs: u64,
 }
 
-/// Thousands of simulated agents' connections and tasks churn the heap;
-/// under glibc's malloc this process spent about 40% of its CPU in the
-/// allocator's bins during a failover (`perf`), time the masters under
-/// test then lack on the shared cores.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -82,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    let steal_before = cairn_benches::machine_steal();
     let mut report = flood(
         &cluster.masters[0].addr,
         FloodSpec {
@@ -94,5 +88,11 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     report.print(&format!("{} simulated agents", args.agents));
+    if let Some((b, a)) = steal_before.zip(cairn_benches::machine_steal()) {
+        println!(
+            "host steal during the run: {:.1}% (above a few percent, the host's other guests weigh on the result)",
+            cairn_benches::steal_percent(b, a)
+        );
+    }
     Ok(())
 }
