@@ -36,12 +36,16 @@ pub fn call_error_status(e: &CallError) -> Status {
 /// A connection's outbound stream: a first message already taken from the
 /// queue (if any), then the queue. When the client goes away (or the driver
 /// closes the stream), dropping it reports the disconnection to the core.
+/// The first message stays boxed: the stream lives as long as its
+/// connection, and an unboxed message would add its size to every agent's.
 pub type ConnStream<T> = NotifyOnDrop<
     tokio_stream::adapters::Chain<
-        tokio_stream::Iter<std::option::IntoIter<Result<T, Status>>>,
-        tokio_stream::adapters::Map<ReceiverStream<Item<T>>, fn(Item<T>) -> Result<T, Status>>,
+        Unboxed<tokio_stream::Iter<std::option::IntoIter<Item<T>>>, T>,
+        Unboxed<ReceiverStream<Item<T>>, T>,
     >,
 >;
+
+type Unboxed<S, T> = tokio_stream::adapters::Map<S, fn(Item<T>) -> Result<T, Status>>;
 
 /// How long a session's handler waits for the core's answer to REGISTER
 /// before answering with headers alone.
@@ -60,8 +64,10 @@ fn conn_stream<T>(
     on_drop: Input,
 ) -> ConnStream<T> {
     use tokio_stream::StreamExt;
-    let rest = ReceiverStream::new(rx).map(unbox::<T> as fn(Item<T>) -> Result<T, Status>);
-    let stream = tokio_stream::iter(first.map(unbox)).chain(rest);
+    let unbox = unbox::<T> as fn(Item<T>) -> Result<T, Status>;
+    let stream = tokio_stream::iter(first)
+        .map(unbox)
+        .chain(ReceiverStream::new(rx).map(unbox));
     NotifyOnDrop::new(stream, move || handle.send_later(on_drop))
 }
 
