@@ -155,6 +155,17 @@ pub fn remove_cgroup_tree(rel: &str) {
                 .filter(|p| p.is_dir()),
         );
     }
+    // Every process of the tree is killed and every cgroup of it thawed
+    // before any is removed: on v1 the freezer is a hierarchy of its own, and
+    // a process frozen there takes no SIGKILL, so its cgroups in the
+    // hierarchies listed before the freezer's would stay busy (a CI run left
+    // a container's pids, freezer and memory cgroups so).
+    for base in &bases {
+        walk_bottom_up(&base.join(rel), &mut kill_processes);
+    }
+    for base in &bases {
+        walk_bottom_up(&base.join(rel), &mut thaw);
+    }
     // A process left in the tree (one that carries no marker, so a sweep
     // missed it) keeps its cgroup busy: killed here, and the removal
     // retried while it exits.
@@ -175,26 +186,43 @@ pub fn remove_cgroup_tree(rel: &str) {
     }
 }
 
-/// Kills the processes of `dir` and of every cgroup below it, then removes
-/// those that are empty, deepest first.
-fn remove_dirs_bottom_up(dir: &Path) {
+/// Calls `f` on every cgroup below `dir`, deepest first, then on `dir`.
+fn walk_bottom_up(dir: &Path, f: &mut impl FnMut(&Path)) {
     if let Ok(d) = std::fs::read_dir(dir) {
         for e in d.filter_map(Result::ok) {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_dirs_bottom_up(&e.path());
+                walk_bottom_up(&e.path(), f);
             }
         }
     }
+    if dir.is_dir() {
+        f(dir);
+    }
+}
+
+fn kill_processes(dir: &Path) {
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    // A cgroup left frozen (an agent killed while it destroyed a container:
-    // freeze, kill, thaw) holds its processes where no SIGKILL reaches
-    // them: thawed, they take the signal just sent.
+}
+
+/// A cgroup left frozen (an agent killed while it destroyed a container:
+/// freeze, kill, thaw) holds its processes where no SIGKILL reaches them:
+/// thawed, they take the signal already sent.
+fn thaw(dir: &Path) {
     let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
     let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
-    let _ = std::fs::remove_dir(dir);
+}
+
+/// Kills the processes of `dir` and of every cgroup below it, thaws them,
+/// then removes those that are empty, deepest first.
+fn remove_dirs_bottom_up(dir: &Path) {
+    walk_bottom_up(dir, &mut |d| {
+        kill_processes(d);
+        thaw(d);
+        let _ = std::fs::remove_dir(d);
+    });
 }
 
 /// Unmounts everything mounted below `dir` (deepest first).
@@ -328,6 +356,58 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup")
         };
         cgroup_tree_goes(&base, "frozen", true);
+    }
+
+    /// Nor one frozen in v1's freezer hierarchy whose cgroups in the other
+    /// hierarchies are removed first (`/sys/fs/cgroup` lists `pids` before
+    /// `freezer` here). Needs root and v1 controllers, as CI has.
+    #[test]
+    fn a_frozen_process_leaves_none_of_its_v1_hierarchies_behind() {
+        let freezer = Path::new("/sys/fs/cgroup/freezer");
+        let pids = Path::new("/sys/fs/cgroup/pids");
+        if !freezer.join("cgroup.procs").exists() || !pids.join("cgroup.procs").exists() {
+            eprintln!("skipped: no v1 freezer and pids hierarchies here");
+            return;
+        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "cgroup clean-up tests need root, as CI has"
+        );
+        let rel = format!("cairn-harness-{}-hierarchies", std::process::id());
+        let mut child = Command::new("sleep").arg("600").spawn().unwrap();
+        for base in [pids, freezer] {
+            let inner = base.join(&rel).join("inner");
+            std::fs::create_dir_all(&inner).unwrap();
+            std::fs::write(inner.join("cgroup.procs"), child.id().to_string()).unwrap();
+        }
+        let frozen = freezer.join(&rel).join("inner");
+        std::fs::write(frozen.join("freezer.state"), "FROZEN").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(frozen.join("freezer.state"))
+            .unwrap_or_default()
+            .trim()
+            != "FROZEN"
+        {
+            assert!(Instant::now() < deadline, "the cgroup did not freeze");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        remove_cgroup_tree(&rel);
+        let left: Vec<PathBuf> = [pids, freezer]
+            .iter()
+            .map(|b| b.join(&rel))
+            .filter(|p| p.exists())
+            .collect();
+        // Whatever the outcome, nothing stays behind.
+        let _ = std::fs::write(frozen.join("freezer.state"), "THAWED");
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        for dir in &left {
+            let _ = std::fs::remove_dir(dir.join("inner"));
+            let _ = std::fs::remove_dir(dir);
+        }
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 
     fn cgroup_tree_goes(base: &Path, name: &str, frozen: bool) {
