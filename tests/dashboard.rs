@@ -62,18 +62,13 @@ impl Browser {
         // TMPDIR and leaves them when killed: they go in the profile.
         let tmp = profile.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
-        let log = std::fs::File::create(profile.path().join("chromedriver.log")).unwrap();
-        let driver = Proc {
-            name: "chromedriver".into(),
-            child: std::process::Command::new("/usr/bin/chromedriver")
-                .arg(format!("--port={port}"))
-                .env("TMPDIR", &tmp)
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("cannot start chromedriver"),
-        };
+        let driver = Proc::spawn_with_env(
+            "chromedriver",
+            Path::new("/usr/bin/chromedriver"),
+            &[format!("--port={port}")],
+            &[("TMPDIR", &tmp)],
+            &profile.path().join("chromedriver.log"),
+        );
         let url = format!("http://127.0.0.1:{port}");
         wait_for(T, "chromedriver to answer", || {
             let u = format!("{url}/status");

@@ -34,10 +34,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Proc {
+        Proc::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Like [`Proc::spawn`], with `env` added to the environment.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        log: &Path,
+    ) -> Proc {
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -381,16 +393,7 @@ mod tests {
             std::fs::write(inner.join("cgroup.procs"), child.id().to_string()).unwrap();
         }
         let frozen = freezer.join(&rel).join("inner");
-        std::fs::write(frozen.join("freezer.state"), "FROZEN").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(frozen.join("freezer.state"))
-            .unwrap_or_default()
-            .trim()
-            != "FROZEN"
-        {
-            assert!(Instant::now() < deadline, "the cgroup did not freeze");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        freeze(&frozen);
 
         remove_cgroup_tree(&rel);
         let left: Vec<PathBuf> = [pids, freezer]
@@ -410,6 +413,26 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 
+    /// Freezes cgroup `dir` (v1 `freezer.state`, or v2 `cgroup.freeze`),
+    /// waiting on v1 until the freezer reports it frozen.
+    fn freeze(dir: &Path) {
+        let v1 = dir.join("freezer.state").exists();
+        if !v1 {
+            std::fs::write(dir.join("cgroup.freeze"), "1").unwrap();
+            return;
+        }
+        std::fs::write(dir.join("freezer.state"), "FROZEN").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(dir.join("freezer.state"))
+            .unwrap_or_default()
+            .trim()
+            != "FROZEN"
+        {
+            assert!(Instant::now() < deadline, "the cgroup did not freeze");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn cgroup_tree_goes(base: &Path, name: &str, frozen: bool) {
         assert!(
             nix::unistd::geteuid().is_root(),
@@ -421,19 +444,7 @@ mod tests {
         let mut child = Command::new("sleep").arg("600").spawn().unwrap();
         std::fs::write(inner.join("cgroup.procs"), child.id().to_string()).unwrap();
         if frozen {
-            let (file, value) = if inner.join("freezer.state").exists() {
-                ("freezer.state", "FROZEN")
-            } else {
-                ("cgroup.freeze", "1")
-            };
-            std::fs::write(inner.join(file), value).unwrap();
-            let state =
-                |p: &Path| std::fs::read_to_string(p.join("freezer.state")).unwrap_or_default();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while file == "freezer.state" && state(&inner).trim() != "FROZEN" {
-                assert!(Instant::now() < deadline, "the cgroup did not freeze");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            freeze(&inner);
         }
 
         remove_cgroup_tree(&rel);

@@ -346,7 +346,7 @@ impl Allocator {
             self.agents.push(None);
             u32::try_from(self.agents.len() - 1).unwrap_or(u32::MAX)
         });
-        self.add_to_total(&total);
+        self.add_to_total(&total.scalar_part());
         self.agents[slot as usize] = Some(AgentSlot::new(id.clone(), total));
         self.agent_slots.insert(id.clone(), slot);
         for (fw, role, r) in used {
@@ -362,7 +362,7 @@ impl Allocator {
         };
         if let Some(agent) = self.agents[slot as usize].take() {
             if agent.active {
-                self.subtract_from_total(&agent.cold.total);
+                self.subtract_from_total(&agent.cold.total.scalar_part());
             }
             for fw in agent.filters.slots() {
                 if let Some(Some(f)) = self.frameworks.get_mut(*fw as usize) {
@@ -401,13 +401,15 @@ impl Allocator {
         }
     }
 
-    fn add_to_total(&mut self, agent_total: &Resources) {
-        self.total.add(&agent_total.scalar_part());
+    /// `scalars`: the scalar part of an agent's total.
+    fn add_to_total(&mut self, scalars: &Resources) {
+        self.total.add(scalars);
         self.total_dirty = true;
     }
 
-    fn subtract_from_total(&mut self, agent_total: &Resources) {
-        self.total = self.total.saturating_sub(&agent_total.scalar_part());
+    /// `scalars`: the scalar part of an agent's total.
+    fn subtract_from_total(&mut self, scalars: &Resources) {
+        self.total = self.total.saturating_sub(scalars);
         self.total_dirty = true;
     }
 
