@@ -11,7 +11,9 @@ use cairn_model::TaskState;
 use cairn_sdk::TaskBuilder;
 use cairn_tests::cluster::{Cluster, ClusterSpec};
 use cairn_tests::framework::TestFramework;
-use cairn_tests::process::{cgroups_under, processes_marked};
+use cairn_tests::process::{
+    PRINT_SIGNAL_MASKS, assert_started_like_command, cgroups_under, processes_marked,
+};
 use cairn_tests::wait_for;
 
 const T: Duration = Duration::from_secs(30);
@@ -107,9 +109,11 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
     fw.update("ok", T, |s| s.state == TaskState::Running).await;
     wait_output(&cluster, "ok", "stdout", "hello").await;
     let names = process_names("ok");
-    assert!(
-        names.contains(&"cairn-shim".to_string()) && names.contains(&"cairn-init".to_string()),
-        "{names:?}"
+    let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("cairn-")).collect();
+    assert_eq!(
+        ours,
+        ["cairn-init"],
+        "one process of ours, the shim and the container's init at once: {names:?}"
     );
     assert!(
         !names.iter().any(|n| n.contains("executor")),
@@ -130,6 +134,16 @@ async fn direct_tasks_run_without_an_executor_and_end_by_their_status_or_a_kill(
     assert_eq!(lines.get(2), Some(&"cairn-init"), "{out}");
     assert_eq!(read(&cluster, "ok", "stderr"), "oops\n");
     wait_gone(&cluster, "ok").await;
+
+    // Started as `std::process::Command` starts a program: nothing blocked
+    // (the shim and init block SIGTERM), and SIGPIPE (ignored by the
+    // agent's runtime) at its default. Not through a shell (dash clears its
+    // signal mask), and found in PATH.
+    let (awk, args) = PRINT_SIGNAL_MASKS;
+    launch(&mut fw, "signals", |b| b.exec(awk, &args)).await;
+    let end = fw.terminal("signals", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_started_like_command(&read(&cluster, "signals", "stdout"));
 
     // A failure keeps its status.
     launch(&mut fw, "fails", |b| b.shell("exit 3")).await;
@@ -297,9 +311,21 @@ async fn shim_of_a_task(
         .into_iter()
         .find(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.trim() == "cairn-shim")
+                .is_ok_and(|c| c.trim() == "cairn-init")
         })
         .unwrap_or_else(|| panic!("no shim for {task}: {:?}", process_names(task)));
+    // Created as PID 1 of the container's PID namespace: its pid there is
+    // the last of its `NSpid` (its pid in each namespace, outermost first).
+    let status = std::fs::read_to_string(format!("/proc/{shim}/status")).unwrap();
+    let ns_pids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .unwrap_or_else(|| panic!("no NSpid in {status}"));
+    assert_eq!(
+        ns_pids.split_whitespace().last(),
+        Some("1"),
+        "{task}'s shim is its container's init: NSpid {ns_pids}"
+    );
     let parent = ppid(shim).unwrap();
     let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap();
     let has_container_id = environ

@@ -9,7 +9,10 @@ use cairn_model::{Reason, TaskState};
 use cairn_sdk::{FrameworkInfo, TaskBuilder, TaskStatus};
 use cairn_tests::cluster::{Cluster, ClusterSpec};
 use cairn_tests::framework::TestFramework;
-use cairn_tests::process::{cgroups_under, processes_marked, processes_running};
+use cairn_tests::process::{
+    PRINT_SIGNAL_MASKS, assert_started_like_command, cgroups_under, processes_marked,
+    processes_running,
+};
 use cairn_tests::wait_for;
 
 const T: Duration = Duration::from_secs(30);
@@ -238,6 +241,16 @@ async fn a_task_sees_only_its_processes_its_own_hostname_and_a_private_tmp() {
     assert_eq!(field("sandbox"), "/mnt/mesos/sandbox");
     assert_eq!(field("cwd"), "/mnt/mesos/sandbox");
     assert_ne!(field("uid"), "0", "tasks do not run as root by default");
+
+    // Started as `std::process::Command` starts a program: nothing blocked,
+    // and SIGPIPE (ignored by the executor's runtime) at its default, so
+    // that `yes | head -1` ends quietly. (Not through a shell: dash clears
+    // its signal mask.)
+    let (awk, args) = PRINT_SIGNAL_MASKS;
+    launch(&mut fw, "signals", |b| b.exec(awk, &args)).await;
+    let end = fw.terminal("signals", T).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    assert_started_like_command(&stdout_of(&cluster, "signals"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

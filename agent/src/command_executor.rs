@@ -503,7 +503,7 @@ fn spawn_task(
     user: &str,
     log_max: u64,
 ) -> std::io::Result<SpawnedTask> {
-    use crate::spawn::{c_path, c_string};
+    use crate::spawn::{c_path, c_string, find_program};
     let owner = resolve_user(user)?;
     let c = &task.command;
     // The task's environment: this executor's, without its token (its own:
@@ -578,36 +578,6 @@ fn spawn_task(
         stdout: stdout_pipe,
         stderr: stderr_pipe,
     })
-}
-
-/// Where `execvp` would find `name`: itself when it holds a slash, else the
-/// first executable file of that name in `path` (the task's `PATH`, else
-/// this executor's, else the usual system directories).
-fn find_program(name: &str, path: Option<&std::ffi::OsString>) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if name.contains('/') {
-        return Ok(PathBuf::from(name));
-    }
-    let not_found = || {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{name:?} is not in PATH"),
-        )
-    };
-    if name.is_empty() {
-        return Err(not_found());
-    }
-    let inherited = std::env::var_os("PATH");
-    let path = path
-        .or(inherited.as_ref())
-        .cloned()
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or_else(not_found)
 }
 
 /// A pipe's read end for the copiers.
@@ -721,6 +691,7 @@ mod rotation_tests {
 #[allow(clippy::unwrap_used)]
 mod spawn_tests {
     use super::*;
+    use crate::spawn::find_program;
 
     #[test]
     fn programs_are_found_as_execvp_finds_them() {

@@ -12,10 +12,11 @@
 //!
 //! ```text
 //! agent --(fork server: clone3, CLONE_PARENT; else clone + exec)-->
-//!       shim (container-exec; blocks SIGTERM) --fork--> init
-//!       (PID 1, with namespaces) --fork--> task: a session of its own,
-//!       SIGTERM unblocked, joins its own network namespace if asked,
-//!       switches to its user, execs
+//!       shim (container-exec; blocks SIGTERM; with namespaces, created as
+//!       PID 1 of its PID namespace and named cairn-init: also the
+//!       container's init) --spawn (clone CLONE_VM | CLONE_VFORK)-->
+//!       task: a session of its own, SIGTERM unblocked, joins its own
+//!       network namespace if asked, switches to its user, execs
 //! ```
 //! The shim ends with the task's exit status (128 + N for a signal N, as a
 //! shell reports it; 127 when the command cannot be started). Before it

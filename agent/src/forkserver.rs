@@ -912,8 +912,13 @@ fn start_child(server: &Server, sock: &OwnedFd, mut req: Request, fds: [OwnedFd;
     };
     let mut clone_args = CloneArgs {
         // The agent is the child's parent; the child's thread id is written
-        // where glibc keeps it, and cleared at its exit, as `fork` does.
-        flags: (libc::CLONE_PARENT | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64,
+        // where glibc keeps it, and cleared at its exit, as `fork` does. A
+        // new PID namespace is made here rather than by the child's
+        // `unshare`, so that the child is its PID 1 (see `NEW_AT_CLONE`).
+        flags: (libc::CLONE_PARENT
+            | libc::CLONE_CHILD_SETTID
+            | libc::CLONE_CHILD_CLEARTID
+            | (req.unshare & crate::spawn::NEW_AT_CLONE)) as u64,
         child_tid: server.tid_address,
         // Must be 0 with CLONE_PARENT: the child inherits the server's
         // exit signal (SIGCHLD, as the agent spawned it), which the agent
@@ -1095,9 +1100,10 @@ fn child(
         // Best effort, as the OOM score only orders victims.
         let _ = std::fs::write("/proc/self/oom_score_adj", oom);
     }
+    let unshare = req.unshare & !crate::spawn::NEW_AT_CLONE;
     // SAFETY: unshare with flags from the agent's request; on failure errno
     // says why.
-    if req.unshare != 0 && unsafe { libc::unshare(req.unshare) } < 0 {
+    if unshare != 0 && unsafe { libc::unshare(unshare) } < 0 {
         fail(4);
     }
     if req.loopback_up && crate::spawn::loopback_up().is_err() {

@@ -13,13 +13,17 @@
 //! Contract: [`spawn`] returns once the child has called `execve` (the
 //! returned pid is the new program) or has failed a step before it (the
 //! error names the step); the child is the caller's to wait for, through the
-//! returned pidfd.
+//! returned pidfd ([`start`]: by its pid). The program starts as
+//! `std::process::Command` would start it: no signal blocked, and `SIGPIPE`
+//! at its default (Rust's runtime ignores it, and an ignored signal stays
+//! ignored across `execve`: a task's `yes | head -1` would then see write
+//! errors instead of ending).
 
 use std::ffi::{CString, c_int, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the child does before `execve`, in this order.
 #[derive(Debug)]
@@ -40,7 +44,8 @@ pub struct SpawnSpec {
     pub cgroup_procs: Vec<CString>,
     /// Written to `/proc/self/oom_score_adj` when set.
     pub oom_score_adj: Option<&'static [u8]>,
-    /// Flags for `unshare(2)`, 0 for none.
+    /// Flags for `unshare(2)`, 0 for none. A new PID namespace is made at
+    /// the clone instead ([`NEW_AT_CLONE`]).
     pub unshare: c_int,
     /// Lead a process group of its own (killed together with `killpg`);
     /// implied by `setsid`.
@@ -52,6 +57,12 @@ pub struct SpawnSpec {
     /// keeps the caller's.
     pub credentials: Option<(libc::uid_t, libc::gid_t)>,
 }
+
+/// Namespaces made when the child is created, not by its `unshare`: a new
+/// PID namespace then has the child itself as its PID 1 (by `unshare`, the
+/// child's first child would be), so a container's shim is also its init,
+/// one process and one copy fewer per container.
+pub const NEW_AT_CLONE: c_int = libc::CLONE_NEWPID;
 
 /// A started child.
 #[derive(Debug)]
@@ -98,8 +109,6 @@ struct Shared {
     switch_user: bool,
     uid: libc::uid_t,
     gid: libc::gid_t,
-    /// The parent's signal mask, restored in the child before `execve`.
-    mask: libc::sigset_t,
     failed_step: usize,
     errno: c_int,
 }
@@ -109,6 +118,27 @@ const STACK: usize = 64 * 1024;
 
 /// Starts `spec.program`; see the module documentation.
 pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
+    let pid = start(spec)?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    // The child is unreaped (only its parent can reap it, and nothing
+    // waits for it yet), so `pid` still names it.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nothing
+    // else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(Spawned {
+        pid: u32::try_from(pid).unwrap_or(0),
+        pidfd,
+    })
+}
+
+/// Like [`spawn`], for a caller that reaps its children by pid (a
+/// container's init): the started program's pid.
+pub fn start(spec: &SpawnSpec) -> io::Result<libc::pid_t> {
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|c| c.as_ptr())
@@ -140,15 +170,12 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
         },
         oom: oom.as_ptr(),
         oom_len: oom.len(),
-        unshare: spec.unshare,
+        unshare: spec.unshare & !NEW_AT_CLONE,
         setpgid: spec.setpgid,
         loopback_up: spec.loopback_up,
         switch_user: spec.credentials.is_some(),
         uid: spec.credentials.map_or(0, |c| c.0),
         gid: spec.credentials.map_or(0, |c| c.1),
-        // SAFETY: sigset_t is plain data; it is filled by pthread_sigmask
-        // below before anything reads it.
-        mask: unsafe { std::mem::zeroed() },
         failed_step: usize::MAX,
         errno: 0,
     };
@@ -160,8 +187,8 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
     };
     // SAFETY: all signals are blocked in this thread around the clone, so
     // no handler of the agent runs in the child (which shares its memory)
-    // before the child resets them; the old mask is saved in `shared` and
-    // restored here and, in the child, before execve. `child` only reads
+    // before the child resets them; the old mask is restored here, and the
+    // child unblocks everything just before execve. `child` only reads
     // `shared` and the vectors it points into, which live until clone
     // returns: with CLONE_VFORK this thread is suspended until the child
     // has called execve or _exit, so nothing here changes or frees them
@@ -169,16 +196,17 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
     // use of it for the same reason.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = libc::clone(
             child,
             top.cast::<c_void>(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | (spec.unshare & NEW_AT_CLONE),
             std::ptr::addr_of_mut!(shared).cast::<c_void>(),
         );
         let err = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {
             return Err(err);
         }
@@ -196,21 +224,7 @@ pub fn spawn(spec: &SpawnSpec) -> io::Result<Spawned> {
         let err = io::Error::from_raw_os_error(shared.errno);
         return Err(io::Error::new(err.kind(), format!("{step}: {err}")));
     }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    // The child is unreaped (only its parent can reap it, and nothing
-    // waits for it yet), so `pid` still names it.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: `fd` was just returned by pidfd_open and is owned by nothing
-    // else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(Spawned {
-        pid: u32::try_from(pid).unwrap_or(0),
-        pidfd,
-    })
+    Ok(pid)
 }
 
 /// The child: runs in the agent's memory on its own stack, so it makes only
@@ -230,11 +244,13 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         };
         // Handlers installed by the agent must not run here: back to the
         // defaults (execve would reset them, but a signal may come first).
+        // SIGPIPE too when ignored, as Rust's runtime leaves it (see the
+        // module documentation); other ignored signals stay ignored.
         for sig in 1..libc::SIGRTMAX() {
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
                 && old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
+                && (old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
             {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
@@ -297,7 +313,9 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         {
             fail(s, 10);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &s.mask, std::ptr::null_mut());
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(s.program, s.argv, s.envp);
         fail(s, 7)
     }
@@ -448,6 +466,36 @@ pub fn c_string(s: &str) -> io::Result<CString> {
     })
 }
 
+/// Where `execvp` would find `name`: itself when it holds a slash, else the
+/// first executable file of that name in `path` (the task's `PATH`, else
+/// this executor's, else the usual system directories).
+pub fn find_program(name: &str, path: Option<&std::ffi::OsString>) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let not_found = || {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{name:?} is not in PATH"),
+        )
+    };
+    if name.is_empty() {
+        return Err(not_found());
+    }
+    let inherited = std::env::var_os("PATH");
+    let path = path
+        .or(inherited.as_ref())
+        .cloned()
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(not_found)
+}
+
 /// Waits for a spawned child to exit and reaps it, returning its status
 /// (as `waitpid` gives it).
 pub async fn wait(child: Spawned) -> io::Result<std::process::ExitStatus> {
@@ -543,6 +591,43 @@ mod tests {
         } else {
             assert!(out.starts_with("group\n"), "{out}");
         }
+    }
+
+    #[test]
+    fn the_program_starts_with_nothing_blocked_and_sigpipe_at_its_default() {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+        let dir = tempfile::tempdir().unwrap();
+        // Not through a shell: dash clears its signal mask.
+        let mut s = spec(dir.path(), "", dir.path());
+        s.program = c"/usr/bin/awk".into();
+        s.args = vec![
+            c"awk".into(),
+            c"/^Sig(Blk|Ign)/ {print $2}".into(),
+            c"/proc/self/status".into(),
+        ];
+        // This test's runtime ignores SIGPIPE; a caller may block signals.
+        let mut usr1 = SigSet::empty();
+        usr1.add(Signal::SIGUSR1);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&usr1), None).unwrap();
+        let pid = start(&s);
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&usr1), None).unwrap();
+        let pid = nix::unistd::Pid::from_raw(pid.unwrap());
+        assert_eq!(
+            nix::sys::wait::waitpid(pid, None).unwrap(),
+            nix::sys::wait::WaitStatus::Exited(pid, 0)
+        );
+        let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        let masks: Vec<u64> = out
+            .lines()
+            .map(|l| u64::from_str_radix(l, 16).unwrap())
+            .collect();
+        assert_eq!(masks.len(), 2, "{out}");
+        assert_eq!(masks[0], 0, "nothing blocked: {out}");
+        assert_eq!(
+            masks[1] & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE ignored: {out}"
+        );
     }
 
     #[tokio::test]

@@ -339,6 +339,29 @@ pub fn sweep(marker: &str) {
     }
 }
 
+/// A program and arguments that print its own blocked and ignored signal
+/// masks (`SigBlk`, `SigIgn` of `/proc/self/status`), one per line, in hex.
+/// Not a shell: dash clears its signal mask.
+pub const PRINT_SIGNAL_MASKS: (&str, [&str; 2]) =
+    ("awk", ["/^Sig(Blk|Ign)/ {print $2}", "/proc/self/status"]);
+
+/// Asserts that `out`, printed by [`PRINT_SIGNAL_MASKS`], shows a program
+/// started as `std::process::Command` starts one: no signal blocked, and
+/// SIGPIPE (which Rust's runtime ignores) not ignored.
+pub fn assert_started_like_command(out: &str) {
+    let masks: Vec<u64> = out
+        .lines()
+        .map(|l| u64::from_str_radix(l.trim(), 16).unwrap_or(u64::MAX))
+        .collect();
+    assert_eq!(masks.len(), 2, "two signal masks expected: {out:?}");
+    assert_eq!(masks[0], 0, "signals blocked: {out:?}");
+    assert_eq!(
+        masks[1] & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE ignored: {out:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::ExitStatusExt;

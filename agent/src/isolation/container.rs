@@ -2,11 +2,13 @@
 //! Linux launcher started it with namespaces (see `linux.rs`).
 //!
 //! It runs single-threaded (before any runtime starts), in the new mount, UTS
-//! and IPC namespaces, with the new PID namespace waiting for its first
-//! child. It sets up the mounts and hostname, forks the namespace's init
-//! (PID 1), which mounts `/proc` and forks the executor (PID 2). Only the
-//! executor returns from [`enter`]; the shim and init exit with the
-//! executor's status.
+//! and IPC namespaces, as PID 1 of the new PID namespace (the launcher
+//! creates it there, `spawn::NEW_AT_CLONE`), so the shim is also the
+//! container's init; a shim that is not PID 1 forks an init. It sets up the
+//! mounts and hostname, mounts `/proc` and starts the executor (PID 2):
+//! forked for the command executor run in-process, which alone returns from
+//! [`enter`]; spawned without a copy of the shim for a program
+//! ([`exec_main`]). The shim exits with the executor's status.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -46,9 +48,39 @@ pub fn is_container_start() -> bool {
     std::env::var_os("CAIRN_CONTAINER_SANDBOX").is_some()
 }
 
-/// Sets the container up. Returns only in the executor process; the shim and
-/// init processes exit from here.
+/// Sets the container up. Returns only in the executor process; the shim
+/// (and init, when it is a process of its own) exit from here.
 pub fn enter() -> Result<(), ContainerError> {
+    shim_setup()?;
+    let shim = become_init()?;
+    // SAFETY: this process is single-threaded (no runtime or other thread
+    // has been started), so the child may do anything after fork.
+    match unsafe { fork() }.map_err(step("fork the executor"))? {
+        ForkResult::Parent { child } => init_exit(init(child), shim),
+        ForkResult::Child => {}
+    }
+    // The executor: its environment points inside the container.
+    // SAFETY: single-threaded; nothing reads the environment concurrently.
+    unsafe {
+        for name in CONTAINER_ENV {
+            std::env::remove_var(name);
+        }
+        std::env::set_var("MESOS_SANDBOX", CONTAINER_SANDBOX);
+    }
+    std::env::set_current_dir(CONTAINER_SANDBOX).map_err(|source| ContainerError::Io {
+        step: format!("enter {CONTAINER_SANDBOX}"),
+        source,
+    })?;
+    Ok(())
+}
+
+/// What the launcher tells a container's shim, not passed on to what runs
+/// in the container.
+const CONTAINER_ENV: [&str; 2] = ["CAIRN_CONTAINER_SANDBOX", "CAIRN_CONTAINER_HOSTNAME"];
+
+/// The shim's part, in the new mount, UTS and IPC namespaces: the mounts
+/// and the hostname.
+fn shim_setup() -> Result<(), ContainerError> {
     // Named for `ps` and `top`: each process of a container says what it
     // is (the name is informational; errors are harmless).
     let _ = nix::sys::prctl::set_name(c"cairn-shim");
@@ -105,15 +137,25 @@ pub fn enter() -> Result<(), ContainerError> {
         Some("mode=1777"),
     )
     .map_err(step("mount a private /tmp"))?;
-    sethostname(&hostname).map_err(step("set the hostname"))?;
+    sethostname(&hostname).map_err(step("set the hostname"))
+}
 
-    // SAFETY: this process is single-threaded (no runtime or other thread
-    // has been started), so the child may do anything after fork.
-    match unsafe { fork() }.map_err(step("fork the container's init"))? {
-        ForkResult::Parent { child } => shim_exit(wait_exit_code(child)),
-        ForkResult::Child => {}
+/// Makes this process (the shim) the PID namespace's init, as the launcher
+/// creates it (`spawn::NEW_AT_CLONE`), or forks one when the shim is not
+/// PID 1 (a namespace made by `unshare` waits for the shim's first child);
+/// then mounts the namespace's own `/proc`. Returns in init only: whether
+/// it is the shim too, to end by [`init_exit`].
+fn become_init() -> Result<bool, ContainerError> {
+    let shim = nix::unistd::getpid().as_raw() == 1;
+    if !shim {
+        // SAFETY: this process is single-threaded (no runtime or other
+        // thread has been started), so the child may do anything after
+        // fork.
+        match unsafe { fork() }.map_err(step("fork the container's init"))? {
+            ForkResult::Parent { child } => shim_exit(wait_exit_code(child)),
+            ForkResult::Child => {}
+        }
     }
-    // PID 1 of the new namespace.
     let _ = nix::sys::prctl::set_name(c"cairn-init");
     mount(
         Some("proc"),
@@ -123,23 +165,16 @@ pub fn enter() -> Result<(), ContainerError> {
         None::<&str>,
     )
     .map_err(step("mount /proc"))?;
-    // SAFETY: still single-threaded, as above.
-    match unsafe { fork() }.map_err(step("fork the executor"))? {
-        ForkResult::Parent { child } => std::process::exit(init(child)),
-        ForkResult::Child => {}
+    Ok(shim)
+}
+
+/// Ends init with `code`: as the shim (recording it) when it is the shim too.
+/// Its end makes the kernel kill whatever is left in the namespace.
+fn init_exit(code: i32, shim: bool) -> ! {
+    if shim {
+        shim_exit(code)
     }
-    // The executor: its environment points inside the container.
-    // SAFETY: single-threaded; nothing reads the environment concurrently.
-    unsafe {
-        std::env::remove_var("CAIRN_CONTAINER_SANDBOX");
-        std::env::remove_var("CAIRN_CONTAINER_HOSTNAME");
-        std::env::set_var("MESOS_SANDBOX", CONTAINER_SANDBOX);
-    }
-    std::env::set_current_dir(CONTAINER_SANDBOX).map_err(|source| ContainerError::Io {
-        step: format!("enter {CONTAINER_SANDBOX}"),
-        source,
-    })?;
-    Ok(())
+    std::process::exit(code)
 }
 
 /// `<binary> container-exec -- program args...`: sets the container up
@@ -165,21 +200,31 @@ pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerE
     if direct {
         direct_task_setup()?;
     }
-    if is_container_start() {
-        enter()?;
+    let container = is_container_start();
+    let mut shim = true;
+    if container {
+        shim_setup()?;
+        shim = become_init()?;
     } else if direct {
         // No namespaces: this process waits for the task as the shim.
         let _ = nix::sys::prctl::set_name(c"cairn-shim");
-        // SAFETY: this process is single-threaded (no runtime or other
-        // thread has been started), so the child may do anything after fork.
-        match unsafe { fork() }.map_err(step("fork the task"))? {
-            ForkResult::Parent { child } => shim_exit(wait_exit_code(child)),
-            ForkResult::Child => {}
-        }
     }
-    if direct {
-        direct_task_enter()?;
+    if container || direct {
+        // Init (or the shim) starts the program without copying itself
+        // (`spawn`): no page tables to copy, no copy-on-write faults, and
+        // nothing to tear down at `execve`. A failure is reported as the
+        // shell reports a command it cannot run.
+        let code = match start(program, program_args, direct, container) {
+            Ok(pid) if container => init(pid),
+            Ok(pid) => wait_exit_code(pid),
+            Err(e) => {
+                eprintln!("container-exec: {e}");
+                127
+            }
+        };
+        init_exit(code, shim)
     }
+    // An executor without namespaces or a shim: in this process.
     let err = std::process::Command::new(program)
         .args(program_args)
         .exec();
@@ -187,6 +232,75 @@ pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerE
         step: format!("exec {program}"),
         source: err,
     })
+}
+
+/// Starts `program` with `args`: a container's executor or direct task
+/// (in the container when `container`, as PID 2), or a direct task's
+/// process beside its shim. What it gets, besides what the launcher set up:
+/// its environment without the agent's variables for the shim (and
+/// `MESOS_SANDBOX` naming the sandbox inside the container), the sandbox as
+/// its directory, and for a direct task, a session of its own (its signals,
+/// `kill 0` included, stay among its processes), SIGTERM unblocked, an
+/// ordinary OOM score, a network namespace of its own when asked and its
+/// user's identity (looked up first: inside a network namespace of its
+/// own, a network user database could not be reached).
+fn start(
+    program: &str,
+    args: &[String],
+    direct: bool,
+    container: bool,
+) -> Result<Pid, ContainerError> {
+    use std::os::fd::AsFd;
+    let io = |step: String| move |source| ContainerError::Io { step, source };
+    let path = crate::spawn::find_program(program, None).map_err(io(format!("exec {program}")))?;
+    let c_arg = |a: &str| crate::spawn::c_string(a).map_err(io(format!("exec {program}")));
+    let mut argv = vec![c_arg(program)?];
+    for a in args {
+        argv.push(c_arg(a)?);
+    }
+    let mut withheld: Vec<&str> = Vec::new();
+    let mut extra = Vec::new();
+    if container {
+        withheld.extend(CONTAINER_ENV);
+        extra.push(("MESOS_SANDBOX".to_string(), CONTAINER_SANDBOX.to_string()));
+    }
+    if direct {
+        withheld.extend([
+            DIRECT_TASK_ENV,
+            EXIT_DIR_ENV,
+            TASK_NETWORK_ENV,
+            TASK_USER_ENV,
+            "CAIRN_CONTAINER_ID",
+        ]);
+    }
+    let no_network = direct && std::env::var(TASK_NETWORK_ENV).as_deref() == Ok("none");
+    let stdio = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(io("hand the output on".into()))
+    };
+    let spec = crate::spawn::SpawnSpec {
+        program: crate::spawn::c_path(&path).map_err(io(format!("exec {program}")))?,
+        args: argv,
+        env: crate::spawn::environment(&withheld, &extra).map_err(io("environment".into()))?,
+        cwd: if container {
+            c_arg(CONTAINER_SANDBOX)?
+        } else {
+            c".".into()
+        },
+        stdin: stdio(std::io::stdin().as_fd())?,
+        stdout: stdio(std::io::stdout().as_fd())?,
+        stderr: stdio(std::io::stderr().as_fd())?,
+        setsid: direct,
+        cgroup_procs: Vec::new(),
+        oom_score_adj: direct.then_some(b"0".as_slice()),
+        unshare: if no_network { libc::CLONE_NEWNET } else { 0 },
+        setpgid: false,
+        loopback_up: no_network,
+        credentials: if direct { task_identity()? } else { None },
+    };
+    crate::spawn::start(&spec)
+        .map(Pid::from_raw)
+        .map_err(io(format!("start {program}")))
 }
 
 /// Set by the agent for a task it runs without an executor.
@@ -216,7 +330,12 @@ static SHIM_RECORD: std::sync::OnceLock<ShimRecord> = std::sync::OnceLock::new()
 /// lost. The exit directory is opened while the host's mounts are still in
 /// view.
 fn direct_task_setup() -> Result<(), ContainerError> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
     sigterm_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK).map_err(step("block SIGTERM"))?;
+    // At its default for the task, which gets it unblocked (`start`),
+    // whatever the agent was started with.
+    // SAFETY: SIG_DFL installs no handler code; single-threaded here.
+    unsafe { signal(Signal::SIGTERM, SigHandler::SigDfl) }.map_err(step("reset SIGTERM"))?;
     if let (Some(dir), Ok(name)) = (
         std::env::var_os(EXIT_DIR_ENV),
         std::env::var("CAIRN_CONTAINER_ID"),
@@ -277,59 +396,20 @@ fn shim_exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// The task's side of a direct task, in its own process just before exec:
-/// a session of its own (its signals, `kill 0` included, stay among its
-/// processes), SIGTERM back to its default, an ordinary OOM score, its user
-/// looked up (before a network namespace of its own, where a network user
-/// database could not be reached), that namespace when asked, and the
-/// user's identity last (nothing privileged is possible after it). The
-/// agent's own variables are not the task's.
-fn direct_task_enter() -> Result<(), ContainerError> {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    nix::unistd::setsid().map_err(step("start a session"))?;
-    // SAFETY: SIG_DFL installs no handler code; single-threaded here.
-    unsafe { signal(Signal::SIGTERM, SigHandler::SigDfl) }.map_err(step("reset SIGTERM"))?;
-    // A kill sent meanwhile ends the task here.
-    sigterm_mask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK).map_err(step("unblock SIGTERM"))?;
-    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+/// The `(uid, gid)` a direct task switches to: its user's (`None` when that
+/// is this process's own, or no user is named).
+fn task_identity() -> Result<Option<(libc::uid_t, libc::gid_t)>, ContainerError> {
     let user = std::env::var(TASK_USER_ENV).unwrap_or_default();
-    let identity = if user.is_empty() {
-        None
-    } else {
-        let u = nix::unistd::User::from_name(&user)
-            .map_err(step(format!("look user {user} up")))?
-            .ok_or_else(|| ContainerError::Io {
-                step: format!("look user {user} up"),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })?;
-        (u.uid != nix::unistd::geteuid()).then_some((u.uid, u.gid))
-    };
-    if std::env::var(TASK_NETWORK_ENV).as_deref() == Ok("none") {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(step("enter a network namespace of its own"))?;
-        crate::spawn::loopback_up().map_err(|source| ContainerError::Io {
-            step: "bring loopback up".into(),
-            source,
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let u = nix::unistd::User::from_name(&user)
+        .map_err(step(format!("look user {user} up")))?
+        .ok_or_else(|| ContainerError::Io {
+            step: format!("look user {user} up"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
-    }
-    // SAFETY: single-threaded; nothing reads the environment concurrently.
-    unsafe {
-        for name in [
-            DIRECT_TASK_ENV,
-            EXIT_DIR_ENV,
-            TASK_NETWORK_ENV,
-            TASK_USER_ENV,
-            "CAIRN_CONTAINER_ID",
-        ] {
-            std::env::remove_var(name);
-        }
-    }
-    if let Some((uid, gid)) = identity {
-        nix::unistd::setgroups(&[]).map_err(step("drop supplementary groups"))?;
-        nix::unistd::setgid(gid).map_err(step(format!("switch to group {gid}")))?;
-        nix::unistd::setuid(uid).map_err(step(format!("switch to user {user}")))?;
-    }
-    Ok(())
+    Ok((u.uid != nix::unistd::geteuid()).then_some((u.uid.as_raw(), u.gid.as_raw())))
 }
 
 fn sigterm_mask(how: nix::sys::signal::SigmaskHow) -> nix::Result<()> {

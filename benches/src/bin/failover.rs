@@ -243,6 +243,11 @@ async fn kill_and_measure(
     let steal_before = cairn_benches::machine_steal();
     cluster.masters[old].proc.kill9();
     let killed = Instant::now();
+    // For lining the figures up with the masters' logs (`CAIRN_KEEP_LOGS`).
+    println!(
+        "  killed master {old} at {}",
+        humantime::format_rfc3339_micros(std::time::SystemTime::now())
+    );
     let deadline = Duration::from_secs(120);
     let mut detected = None;
     let mut serving = None;
