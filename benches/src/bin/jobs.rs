@@ -95,6 +95,7 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
     let cpu = || pids.map(cairn_benches::process_cpu);
     let cpu_before = cpu();
     let busy_before = cairn_benches::machine_busy();
+    let steal_before = cairn_benches::machine_steal();
     let mut report = flood(
         &cluster.master_addr,
         FloodSpec {
@@ -121,6 +122,14 @@ async fn cairn(args: &Args) -> anyhow::Result<f64> {
             "machine CPU busy {:.2} s over the run: {:.2} ms per task",
             busy.as_secs_f64(),
             per_task(busy)
+        );
+    }
+    // Time the hypervisor gave other guests: runs with much of it are
+    // slower for reasons outside this machine.
+    if let (Some(before), Some(after)) = (steal_before, cairn_benches::machine_steal()) {
+        println!(
+            "host steal {:.1}% over the run",
+            cairn_benches::steal_percent(before, after)
         );
     }
     let spent = |i: usize, children: bool| {
