@@ -161,15 +161,17 @@ impl SimAgents {
         resources: &Resources,
         endpoint: &str,
         per_connection: usize,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> std::io::Result<Self> {
         let per_connection = per_connection.max(1);
         let mut states = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
         let mut channel = None;
+        let origin = http::Uri::try_from(format!("http://{endpoint}"))
+            .map_err(|_| std::io::Error::other(format!("bad master address {endpoint}")))?;
         for i in 0..n {
             if i % per_connection == 0 {
                 channel = Some(
-                    tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))?
+                    tonic::transport::Endpoint::from(origin.clone())
                         .tcp_nodelay(true)
                         .connect_lazy(),
                 );
@@ -180,9 +182,10 @@ impl SimAgents {
             let state = Arc::new(Mutex::new(SimAgentState::default()));
             let info = sim_info(i, resources);
             let st = state.clone();
+            let origin = origin.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    session_on(&info, channel.clone(), &st).await;
+                    session_on(&info, channel.clone(), origin.clone(), &st).await;
                     if let Ok(mut s) = st.lock() {
                         s.registered = None;
                     }
@@ -265,47 +268,88 @@ async fn session(
     state: &Arc<Mutex<SimAgentState>>,
     source: Option<std::net::IpAddr>,
 ) {
-    let Ok(endpoint) =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", leader.endpoint))
-    else {
+    let (Ok(addr), Ok(origin)) = (
+        leader.endpoint.parse::<std::net::SocketAddr>(),
+        http::Uri::try_from(format!("http://{}", leader.endpoint)),
+    ) else {
         return;
     };
-    let endpoint = endpoint.tcp_nodelay(true);
-    let channel = match source {
-        None => endpoint.connect().await,
-        Some(source) => {
-            let target = leader.endpoint.clone();
-            endpoint
-                .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                    let target = target.clone();
-                    async move {
-                        let addr: std::net::SocketAddr = target
-                            .parse()
-                            .map_err(|_| std::io::Error::other("bad master address"))?;
-                        let socket = tokio::net::TcpSocket::new_v4()?;
-                        socket.bind(std::net::SocketAddr::new(source, 0))?;
-                        let stream = socket.connect(addr).await?;
-                        stream.set_nodelay(true)?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-        }
-    };
-    let Ok(channel) = channel else {
+    let Ok(conn) = H2::connect(addr, source).await else {
         return;
     };
-    session_on(info, channel, state).await;
+    session_on(info, conn, origin, state).await;
 }
 
-/// One session over `channel` (a connection of its own, or one shared with
-/// other agents).
-async fn session_on(
+/// One HTTP/2 connection as a gRPC client's transport: what a tonic
+/// `Channel` is, without its request buffer and its worker task, its
+/// reconnection and its load balancing, none of which a simulated agent
+/// uses (a session that ends is started again on a new connection). Ten
+/// thousand agents reconnecting at once share the cores with the masters
+/// under test, so what they spend per connection is the benchmark's own
+/// cost, not the masters'.
+#[derive(Clone, Debug)]
+struct H2(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl H2 {
+    /// Connects to `addr` (from `source`, when given) and starts the
+    /// connection's task, which ends with the connection.
+    async fn connect(
+        addr: std::net::SocketAddr,
+        source: Option<std::net::IpAddr>,
+    ) -> std::io::Result<H2> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(source) = source {
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        Ok(H2(send))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for H2 {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+/// One session over `transport` (a connection of its own, or a channel
+/// shared with other agents) to the master at `origin`.
+async fn session_on<T>(
     info: &AgentInfo,
-    channel: tonic::transport::Channel,
+    transport: T,
+    origin: http::Uri,
     state: &Arc<Mutex<SimAgentState>>,
-) {
-    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
+) where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut client = pb::agent_link_client::AgentLinkClient::with_origin(transport, origin);
     let agent_id = state
         .lock()
         .ok()
