@@ -4,8 +4,8 @@
 //! It runs single-threaded (before any runtime starts), in the new mount, UTS
 //! and IPC namespaces, as PID 1 of the new PID namespace (the launcher
 //! creates it there, `spawn::NEW_AT_CLONE`), so the shim is also the
-//! container's init; a shim that is not PID 1 forks an init. It sets up the
-//! mounts and hostname, mounts `/proc` and starts the executor (PID 2):
+//! container's init. It sets up the mounts and hostname, mounts `/proc` and
+//! starts the executor (PID 2):
 //! forked for the command executor run in-process, which alone returns from
 //! [`enter`]; spawned without a copy of the shim for a program
 //! ([`exec_main`]). The shim exits with the executor's status.
@@ -49,14 +49,14 @@ pub fn is_container_start() -> bool {
 }
 
 /// Sets the container up. Returns only in the executor process; the shim
-/// (and init, when it is a process of its own) exit from here.
+/// exits from here.
 pub fn enter() -> Result<(), ContainerError> {
     shim_setup()?;
-    let shim = become_init()?;
+    init_setup()?;
     // SAFETY: this process is single-threaded (no runtime or other thread
     // has been started), so the child may do anything after fork.
     match unsafe { fork() }.map_err(step("fork the executor"))? {
-        ForkResult::Parent { child } => init_exit(init(child), shim),
+        ForkResult::Parent { child } => shim_exit(init(child)),
         ForkResult::Child => {}
     }
     // The executor: its environment points inside the container.
@@ -140,21 +140,19 @@ fn shim_setup() -> Result<(), ContainerError> {
     sethostname(&hostname).map_err(step("set the hostname"))
 }
 
-/// Makes this process (the shim) the PID namespace's init, as the launcher
-/// creates it (`spawn::NEW_AT_CLONE`), or forks one when the shim is not
-/// PID 1 (a namespace made by `unshare` waits for the shim's first child);
-/// then mounts the namespace's own `/proc`. Returns in init only: whether
-/// it is the shim too, to end by [`init_exit`].
-fn become_init() -> Result<bool, ContainerError> {
-    let shim = nix::unistd::getpid().as_raw() == 1;
-    if !shim {
-        // SAFETY: this process is single-threaded (no runtime or other
-        // thread has been started), so the child may do anything after
-        // fork.
-        match unsafe { fork() }.map_err(step("fork the container's init"))? {
-            ForkResult::Parent { child } => shim_exit(wait_exit_code(child)),
-            ForkResult::Child => {}
-        }
+/// The init's part: the launcher creates the shim as PID 1 of the new PID
+/// namespace (`spawn::NEW_AT_CLONE`), so the shim is the container's init
+/// (its end makes the kernel kill whatever is left in the namespace); it
+/// mounts the namespace's own `/proc`.
+fn init_setup() -> Result<(), ContainerError> {
+    let pid = nix::unistd::getpid();
+    if pid.as_raw() != 1 {
+        return Err(ContainerError::Setup {
+            step: format!(
+                "be the container's init: the shim is PID {pid}, not 1, in its namespace"
+            ),
+            source: nix::Error::EINVAL,
+        });
     }
     let _ = nix::sys::prctl::set_name(c"cairn-init");
     mount(
@@ -164,17 +162,7 @@ fn become_init() -> Result<bool, ContainerError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(step("mount /proc"))?;
-    Ok(shim)
-}
-
-/// Ends init with `code`: as the shim (recording it) when it is the shim too.
-/// Its end makes the kernel kill whatever is left in the namespace.
-fn init_exit(code: i32, shim: bool) -> ! {
-    if shim {
-        shim_exit(code)
-    }
-    std::process::exit(code)
+    .map_err(step("mount /proc"))
 }
 
 /// `<binary> container-exec -- program args...`: sets the container up
@@ -201,16 +189,15 @@ pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerE
         direct_task_setup()?;
     }
     let container = is_container_start();
-    let mut shim = true;
     if container {
         shim_setup()?;
-        shim = become_init()?;
+        init_setup()?;
     } else if direct {
         // No namespaces: this process waits for the task as the shim.
         let _ = nix::sys::prctl::set_name(c"cairn-shim");
     }
     if container || direct {
-        // Init (or the shim) starts the program without copying itself
+        // The shim starts the program without copying itself
         // (`spawn`): no page tables to copy, no copy-on-write faults, and
         // nothing to tear down at `execve`. A failure is reported as the
         // shell reports a command it cannot run.
@@ -222,7 +209,7 @@ pub fn exec_main(args: &[String]) -> Result<std::convert::Infallible, ContainerE
                 127
             }
         };
-        init_exit(code, shim)
+        shim_exit(code)
     }
     // An executor without namespaces or a shim: in this process.
     let err = std::process::Command::new(program)
@@ -322,13 +309,12 @@ struct ShimRecord {
 static SHIM_RECORD: std::sync::OnceLock<ShimRecord> = std::sync::OnceLock::new();
 
 /// The shim's side of a direct task, before the container is entered:
-/// SIGTERM is blocked, not ignored, and init and the task inherit that.
-/// The agent sends it to the task's processes only, but the shim and init
-/// must outlive the task to report its end whoever sends it; and a SIGTERM
-/// that reaches the task before it has reset its disposition stays pending
-/// until [`direct_task_enter`] unblocks it, where an ignored one would be
-/// lost. The exit directory is opened while the host's mounts are still in
-/// view.
+/// SIGTERM is blocked in the shim, not ignored. The agent sends it to the
+/// task's processes only, but the shim must outlive the task to report its
+/// end whoever sends it; and a SIGTERM that reaches the task before it has
+/// called `execve` stays pending until then (`spawn` blocks every signal in
+/// the task until just before it), where an ignored one would be lost. The
+/// exit directory is opened while the host's mounts are still in view.
 fn direct_task_setup() -> Result<(), ContainerError> {
     use nix::sys::signal::{SigHandler, Signal, signal};
     sigterm_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK).map_err(step("block SIGTERM"))?;
