@@ -467,19 +467,15 @@ pub fn c_string(s: &str) -> io::Result<CString> {
 }
 
 /// Where `execvp` would find `name`: itself when it holds a slash, else the
-/// first executable file of that name in `path` (the task's `PATH`, else
-/// this executor's, else the usual system directories).
-pub fn find_program(name: &str, path: Option<&std::ffi::OsString>) -> std::io::Result<PathBuf> {
+/// first executable file of that name in `path` (the program's own `PATH`
+/// when it has one), else in this process's `PATH`, else in the usual system
+/// directories.
+pub fn find_program(name: &str, path: Option<&std::ffi::OsString>) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
-    let not_found = || {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{name:?} is not in PATH"),
-        )
-    };
+    let not_found = || io::Error::new(io::ErrorKind::NotFound, format!("{name:?} is not in PATH"));
     if name.is_empty() {
         return Err(not_found());
     }
